@@ -1,0 +1,78 @@
+"""A background asyncio loop thread, and the bridge from sync code onto it."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop running forever in a daemon thread."""
+
+    def __init__(self, name: str = "metapuppet-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.loop.is_closed():
+            return
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def call_sync(
+    loop: asyncio.AbstractEventLoop,
+    make_coro: Callable[[], Coroutine[Any, Any, T]],
+    *,
+    what: str,
+    timeout: float | None = None,
+) -> T:
+    """Run a coroutine on ``loop`` from another thread and wait for its result.
+
+    Unsafe from the loop's own thread (it would wait for itself forever), so that raises.
+    """
+    if running_loop() is loop:
+        raise RuntimeError(
+            f"{what}() blocks, and was called from the server's event loop; "
+            f"use `await server.async_{what}(...)` (or the async method) there instead"
+        )
+    if loop.is_closed() or not loop.is_running():
+        raise RuntimeError(f"{what}(): the server is not running; call server.run() first")
+    future = asyncio.run_coroutine_threadsafe(make_coro(), loop)
+    return future.result(timeout)
+
+
+async def on_loop(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` on ``loop``, even when called from a coroutine on another loop."""
+    if running_loop() is loop:
+        return await awaitable
+    coro = awaitable if asyncio.iscoroutine(awaitable) else _wrap(awaitable)
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+
+
+async def _wrap(awaitable: Awaitable[T]) -> T:
+    return await awaitable

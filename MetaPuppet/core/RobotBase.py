@@ -1,0 +1,3 @@
+from ..robot import RobotBase
+
+__all__ = ["RobotBase"]

@@ -1,0 +1,3 @@
+from ..server import SocketServerCore
+
+__all__ = ["SocketServerCore"]

@@ -1,0 +1,3 @@
+from ..sweet import SweetSocketServer
+
+__all__ = ["SweetSocketServer"]

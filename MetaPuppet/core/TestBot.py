@@ -1,0 +1,3 @@
+from ..robot import TestBot
+
+__all__ = ["TestBot"]

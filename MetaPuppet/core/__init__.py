@@ -1,0 +1,1 @@
+"""The original project's import paths (``MetaPuppet.core.SweetSocketServer`` and friends)."""

@@ -1,0 +1,3 @@
+from ..time_classes import Time
+
+__all__ = ["Time"]

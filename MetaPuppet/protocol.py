@@ -1,0 +1,155 @@
+"""Wire names, payload shapes and the protocol version.
+
+Mirrored by ``socket_client/src/protocol.ts``; change both together and bump
+:data:`PROTOCOL_VERSION` when a change is not backward compatible.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from .errors import ProtocolError, SnippetError
+
+PROTOCOL_VERSION: Final = 1
+
+ROLE_PUPPET: Final = "puppet"
+ROLE_WEB: Final = "web"
+ROLES: Final = frozenset({ROLE_PUPPET, ROLE_WEB})
+
+# Socket.IO event names.
+EV_EVENT: Final = "event"  # Node -> Python: a Wechaty event, acknowledged
+EV_EXEC: Final = "exec"  # Python -> Node: run a snippet, answered by ack
+EV_ECHO: Final = "echo"  # Python -> Node: raw round trip (benchmarks, health)
+EV_MESSAGE: Final = "message"  # web clients: the original project's envelope
+
+# Wechaty events the Node client forwards.
+BOT_EVENTS: Final = frozenset(
+    {
+        "message",
+        "friendship",
+        "room-invite",
+        "room-join",
+        "room-leave",
+        "room-topic",
+        "login",
+        "logout",
+        "scan",
+        "ready",
+        "error",
+        "heartbeat",
+    }
+)
+
+MAX_ID_LENGTH: Final = 256
+MAX_BOT_NAME_LENGTH: Final = 64
+
+Role = Literal["puppet", "web"]
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """What a client presented in the Socket.IO ``auth`` payload."""
+
+    token: str
+    role: Role
+    protocol: int
+    bot: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BotEvent:
+    """One Wechaty event forwarded by a puppet: ``{id, bot, name, payload, ts}``."""
+
+    id: str
+    bot: str
+    name: str
+    payload: dict[str, Any]
+    ts: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "bot": self.bot,
+            "name": self.name,
+            "payload": self.payload,
+            "ts": self.ts,
+        }
+
+
+def parse_auth(auth: Any) -> Auth:
+    """Validate a connect ``auth`` payload; raise :class:`ProtocolError` naming the problem.
+
+    The token is *not* checked here (the server compares it in constant time).
+    """
+    if not isinstance(auth, dict):
+        raise ProtocolError(
+            "missing auth: connect with auth={token, role, protocol, bot} "
+            "(role is 'puppet' or 'web')"
+        )
+    token = auth.get("token")
+    if not isinstance(token, str) or not token:
+        raise ProtocolError("missing token in the auth payload")
+    role = auth.get("role", ROLE_WEB)
+    if role not in ROLES:
+        raise ProtocolError(f"unknown role {role!r}: use 'puppet' or 'web'")
+    protocol = auth.get("protocol")
+    if isinstance(protocol, bool) or not isinstance(protocol, int):
+        raise ProtocolError(
+            f"missing protocol version: this server speaks protocol {PROTOCOL_VERSION}"
+        )
+    bot = auth.get("bot")
+    if role == ROLE_PUPPET:
+        if not isinstance(bot, str) or not bot.strip():
+            raise ProtocolError("a puppet must name its bot in the auth payload ('bot')")
+        if len(bot) > MAX_BOT_NAME_LENGTH:
+            raise ProtocolError(f"bot name longer than {MAX_BOT_NAME_LENGTH} characters")
+    elif bot is not None and not isinstance(bot, str):
+        raise ProtocolError("'bot' must be a string")
+    return Auth(token=token, role=role, protocol=protocol, bot=bot)
+
+
+def parse_event(data: Any, *, bot: str) -> BotEvent:
+    """Validate an ``event`` envelope sent by the puppet of ``bot``."""
+    if not isinstance(data, dict):
+        raise ProtocolError(f"event must be an object, got {type(data).__name__}")
+    event_id = data.get("id")
+    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_LENGTH:
+        raise ProtocolError("event 'id' must be a non-empty string of at most 256 characters")
+    name = data.get("name")
+    if name not in BOT_EVENTS:
+        raise ProtocolError(f"unknown event name {name!r}")
+    sender = data.get("bot", bot)
+    if sender != bot:
+        raise ProtocolError(f"event claims bot {sender!r} but this connection is bot {bot!r}")
+    payload = data.get("payload")
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, dict):
+        raise ProtocolError(f"event 'payload' must be an object, got {type(payload).__name__}")
+    ts = data.get("ts", 0)
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise ProtocolError("event 'ts' must be a number (milliseconds since the epoch)")
+    return BotEvent(id=event_id, bot=bot, name=name, payload=payload, ts=float(ts))
+
+
+def exec_request(code: str, args: Any, timeout: float) -> dict[str, Any]:
+    return {"code": code, "args": args, "timeout_ms": max(1, int(timeout * 1000))}
+
+
+def unwrap_exec_response(response: Any, *, bot: str | None = None) -> Any:
+    """Return the result of an ``exec`` answer or raise the matching :class:`SnippetError`."""
+    if not isinstance(response, dict) or "ok" not in response:
+        raise ProtocolError(f"malformed exec answer from bot {bot!r}: {response!r:.200}")
+    if response["ok"] is True:
+        return response.get("result")
+    raise SnippetError.from_wire(response.get("error"), bot=bot)
+
+
+def ok() -> dict[str, Any]:
+    return {"ok": True}
+
+
+def error_ack(kind: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"kind": kind, "name": "ProtocolError", "message": message}}

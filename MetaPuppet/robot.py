@@ -1,0 +1,178 @@
+"""RobotBase: subclass it for reply logic. TestBot: the original's reversing robot."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .wechaty import FileBox, Friendship, FriendshipType, Message, RoomEvent, RoomInvitation
+
+if TYPE_CHECKING:
+    from .protocol import BotEvent
+    from .server import SocketServerCore
+
+log = logging.getLogger("MetaPuppet.robot")
+
+
+class RobotBase:
+    """Reply logic for one or more bots.
+
+    Override the hooks you need; what a hook returns is sent back where the event came
+    from (``str``, :class:`~MetaPuppet.FileBox`, :class:`~MetaPuppet.UrlLink`, the original
+    ``{'wx_msg_type': 'TEXT', 'text': ...}`` dicts, or a list of those). Hooks may be
+    ``async def`` (run on the server loop) or plain ``def`` (run in a thread pool)::
+
+        class Echo(RobotBase):
+            async def on_message(self, msg):
+                return f"you said {msg.text}"
+
+    The original hooks still work: ``_process_message(message)`` receives the original
+    dict shape (``message['payload']['text']``, ``roomId``, ``fromId``) and
+    ``_process_friend_invitation(message)`` greets a new friend.
+    """
+
+    #: Hand the bot's own messages to the hooks too (off: a bot never answers itself).
+    handle_self_messages: bool = False
+    #: Accept every friend request before ``on_friendship`` greets (the original did).
+    auto_accept_friends: bool = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.name: str = kwargs.pop("name", type(self).__name__)
+        self.server: SocketServerCore | None = None
+        for key, value in kwargs.items():
+            setattr(self, key, value)
+
+    def add_server(self, server: SocketServerCore) -> None:
+        self.server = server
+
+    def get_name(self) -> str:
+        return self.name
+
+    # ---------------------------------------------------------------- typed hooks
+
+    async def on_message(self, message: Message) -> Any:
+        """A message from a contact or a room; by default calls ``_process_message``."""
+        return await self.process_message(message.to_legacy_dict())
+
+    async def on_friendship(self, friendship: Friendship) -> Any:
+        """A friend request: accepted when ``auto_accept_friends``, then greeted."""
+        if friendship.type != FriendshipType.Receive:
+            return None
+        if self.auto_accept_friends:
+            await friendship.accept()
+        return await self.process_friend_invitation(friendship.to_legacy_dict())
+
+    async def on_room_invite(self, invitation: RoomInvitation) -> Any:
+        """An invitation to a room; call ``await invitation.accept()`` to join."""
+        return None
+
+    async def on_room_join(self, event: RoomEvent) -> Any:
+        return None
+
+    async def on_room_leave(self, event: RoomEvent) -> Any:
+        return None
+
+    async def on_room_topic(self, event: RoomEvent) -> Any:
+        return None
+
+    async def on_bot_event(self, event: BotEvent) -> Any:
+        """login, logout, scan, ready, error and heartbeat; dispatches to the hooks below."""
+        hook = {
+            "login": self.on_login,
+            "logout": self.on_logout,
+            "scan": self.on_scan,
+            "ready": self.on_ready,
+            "error": self.on_puppet_error,
+            "heartbeat": self.on_heartbeat,
+        }.get(event.name)
+        if hook is not None:
+            return await hook(event.bot, event.payload)
+        return None
+
+    async def on_login(self, bot: str, user: dict[str, Any]) -> None:
+        log.info("bot %r logged in as %s", bot, user.get("name"))
+
+    async def on_logout(self, bot: str, user: dict[str, Any]) -> None:
+        log.info("bot %r logged out", bot)
+
+    async def on_scan(self, bot: str, scan: dict[str, Any]) -> None:
+        log.info("bot %r waits for a QR scan (status %s)", bot, scan.get("status"))
+
+    async def on_ready(self, bot: str, payload: dict[str, Any]) -> None:
+        return None
+
+    async def on_puppet_error(self, bot: str, error: dict[str, Any]) -> None:
+        log.debug("bot %r reported an error: %s", bot, error.get("message"))
+
+    async def on_heartbeat(self, bot: str, payload: dict[str, Any]) -> None:
+        return None
+
+    async def on_error(self, error: BaseException, event: BotEvent) -> None:
+        """A hook raised while handling ``event``; the server already logged it."""
+        return None
+
+    # ---------------------------------------------------------------- original hooks
+
+    async def process_message(self, message: dict[str, Any], verbose: bool = False) -> Any:
+        return await self._process_message(message)
+
+    async def _process_message(self, message: dict[str, Any], verbose: bool = False) -> Any:
+        return None
+
+    async def process_friend_invitation(
+        self, message: dict[str, Any], verbose: bool = False
+    ) -> Any:
+        return await self._process_friend_invitation(message)
+
+    async def _process_friend_invitation(
+        self, message: dict[str, Any], verbose: bool = False
+    ) -> Any:
+        return None
+
+
+ASSETS = Path(__file__).parent / "assets"
+
+
+class TestBot(RobotBase):
+    """Answers a message with its text reversed, as the original's TestBot did.
+
+    In rooms it answers only when mentioned. ``$debug file$`` (first line) answers with an
+    image; new friends are greeted with ``Hello Human!``.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    async def _process_message(self, message: dict[str, Any], verbose: bool = False) -> Any:
+        payload = message.get("payload") or {}
+        text = str(payload.get("text") or "")
+        if payload.get("roomId") and not payload.get("mentionSelf"):
+            return None
+        lines = text.split("\n")
+        header = lines[0].strip().lower()
+        if header == "$debug file$" and len(lines) > 1:
+            return FileBox.from_file(ASSETS / "metapuppet.png")
+        if header == "$debug text$" and len(lines) > 1:
+            text = "\n".join(lines[1:])
+        if payload.get("roomId"):
+            text = _strip_mentions(text)
+        reversed_text = text[::-1]
+        return reversed_text or None
+
+    async def _process_friend_invitation(
+        self, message: dict[str, Any], verbose: bool = False
+    ) -> Any:
+        return {"wx_msg_type": "TEXT", "text": "Hello Human!"}
+
+
+def _strip_mentions(text: str) -> str:
+    """Drop leading ``@name`` mentions; WeChat ends each with U+2005 (or a plain space)."""
+    text = text.strip()
+    while text.startswith("@"):
+        end = text.find("\u2005")
+        if end == -1:
+            end = text.find(" ")
+        if end == -1:
+            return ""
+        text = text[end + 1 :].lstrip()
+    return text

@@ -1,0 +1,268 @@
+/**
+ * The shared MetaPuppet config file (read by the Python side too), plus env overrides.
+ *
+ * Lookup: `--config <path>`, else $METAPUPPET_CONFIG, else ./config.json when it exists,
+ * else built-in defaults. Keys this side does not know (the Python side's) are ignored.
+ */
+import { existsSync, readFileSync } from 'node:fs'
+import { resolve } from 'node:path'
+import { parseArgs } from 'node:util'
+
+export interface MetaPuppetConfig {
+  server: { host: string; port: number; token: string | null; puppet_token: string | null }
+  client: {
+    url: string | null
+    bot: string
+    heartbeat_ms: number
+    reconnect_delay_ms: number
+    reconnect_delay_max_ms: number
+  }
+  puppet: { name: string; token: string | null; options: Record<string, unknown> }
+  mock: { user_name: string }
+}
+
+export interface ResolvedConfig {
+  config: MetaPuppetConfig
+  /** The Socket.IO server URL: client.url, else http://server.host:server.port. */
+  url: string
+  /** The token this client authenticates with: server.puppet_token ?? server.token. Never log it. */
+  token: string
+  /** Absolute path of the file that was read, or null when running on defaults. */
+  configPath: string | null
+  /** True for the offline mock puppet. */
+  isMock: boolean
+}
+
+/** A configuration problem; `exitCode` is what the process should exit with. */
+export class ConfigError extends Error {
+  constructor(message: string, readonly exitCode = 1) {
+    super(message)
+    this.name = 'ConfigError'
+  }
+}
+
+export const USAGE = [
+  'usage: npm start -- [--config <path>]',
+  '       tsx src/main.ts [--config <path>]',
+  '',
+  'Runs a Wechaty bot and connects it to the MetaPuppet server.',
+  '',
+  'options:',
+  '  --config <path>  the MetaPuppet JSON config (default: $METAPUPPET_CONFIG, else ./config.json)',
+  '  -h, --help       show this help',
+  '',
+  'env overrides: METAPUPPET_URL, METAPUPPET_HOST, METAPUPPET_PORT, METAPUPPET_TOKEN,',
+  '  METAPUPPET_PUPPET_TOKEN, METAPUPPET_BOT, METAPUPPET_PUPPET, METAPUPPET_PUPPET_SERVICE_TOKEN,',
+  '  METAPUPPET_LOG_LEVEL (debug|info|warn|error)',
+].join('\n')
+
+export const MOCK_PUPPET_NAMES: readonly string[] = ['wechaty-puppet-mock', 'mock']
+
+export function defaultConfig(): MetaPuppetConfig {
+  return {
+    server: { host: '127.0.0.1', port: 8080, token: null, puppet_token: null },
+    client: {
+      url: null,
+      bot: 'metapuppet',
+      heartbeat_ms: 15_000,
+      reconnect_delay_ms: 500,
+      reconnect_delay_max_ms: 5_000,
+    },
+    puppet: { name: 'wechaty-puppet-mock', token: null, options: {} },
+    mock: { user_name: 'MetaPuppet Bot' },
+  }
+}
+
+export interface CliOptions {
+  configPath: string | null
+  help: boolean
+}
+
+/** Parses the command line; unknown flags or stray arguments raise a ConfigError with exit code 2. */
+export function parseCli(argv: readonly string[]): CliOptions {
+  try {
+    const { values } = parseArgs({
+      args: [...argv],
+      options: {
+        config: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+      allowPositionals: false,
+    })
+    return { configPath: values.config ?? null, help: values.help ?? false }
+  } catch (e) {
+    const reason = e instanceof Error ? e.message : String(e)
+    throw new ConfigError(`${reason}\n\n${USAGE}`, 2)
+  }
+}
+
+export interface LoadOptions {
+  argv?: readonly string[]
+  env?: NodeJS.ProcessEnv
+  cwd?: string
+}
+
+export function loadConfig(options: LoadOptions = {}): ResolvedConfig {
+  const env = options.env ?? process.env
+  const cwd = options.cwd ?? process.cwd()
+  const cli = parseCli(options.argv ?? [])
+
+  const config = defaultConfig()
+  const configPath = findConfigFile(cli.configPath, env, cwd)
+  if (configPath !== null) {
+    mergeFile(config, readJsonFile(configPath), configPath)
+  }
+  applyEnv(config, env)
+
+  const token = config.server.puppet_token ?? config.server.token
+  if (token === null) {
+    throw new ConfigError(
+      'no token: set server.token in config.json (metapuppet init writes one) or METAPUPPET_TOKEN',
+    )
+  }
+  const url = config.client.url ?? `http://${formatHost(config.server.host)}:${config.server.port}`
+  return {
+    config,
+    url,
+    token,
+    configPath,
+    isMock: MOCK_PUPPET_NAMES.includes(config.puppet.name),
+  }
+}
+
+function formatHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host
+}
+
+function findConfigFile(cliPath: string | null, env: NodeJS.ProcessEnv, cwd: string): string | null {
+  const explicit = cliPath ?? nonEmpty(env.METAPUPPET_CONFIG)
+  if (explicit !== null) {
+    const path = resolve(cwd, explicit)
+    if (!existsSync(path)) {
+      const source = cliPath !== null ? '--config' : 'METAPUPPET_CONFIG'
+      throw new ConfigError(`config file ${path} (from ${source}) does not exist`)
+    }
+    return path
+  }
+  const local = resolve(cwd, 'config.json')
+  return existsSync(local) ? local : null
+}
+
+function readJsonFile(path: string): unknown {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (e) {
+    throw new ConfigError(`cannot read config file ${path}: ${e instanceof Error ? e.message : String(e)}`)
+  }
+  try {
+    return JSON.parse(text)
+  } catch (e) {
+    throw new ConfigError(`config file ${path} is not valid JSON: ${e instanceof Error ? e.message : String(e)}`)
+  }
+}
+
+type Obj = Record<string, unknown>
+
+function isObject(value: unknown): value is Obj {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function nonEmpty(value: string | undefined): string | null {
+  return value === undefined || value.trim() === '' ? null : value
+}
+
+function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): void {
+  const bad = (key: string, expected: string, got: unknown): never => {
+    const shown = key.endsWith('token') ? typeof got : JSON.stringify(got)
+    throw new ConfigError(`config file ${path}: ${key} must be ${expected} (got ${shown})`)
+  }
+  if (!isObject(data)) bad('the top level', 'a JSON object', data)
+  const root = data as Obj
+
+  const section = (name: string): Obj => {
+    const value = root[name]
+    if (value === undefined || value === null) return {}
+    if (!isObject(value)) bad(name, 'an object', value)
+    return value as Obj
+  }
+  const str = (obj: Obj, sect: string, key: string, nullable: boolean): string | null | undefined => {
+    const value = obj[key]
+    if (value === undefined) return undefined
+    if (value === null && nullable) return null
+    if (typeof value !== 'string' || value === '') {
+      bad(`${sect}.${key}`, nullable ? 'a non-empty string or null' : 'a non-empty string', value)
+    }
+    return value as string
+  }
+  const int = (obj: Obj, sect: string, key: string, min: number, max: number): number | undefined => {
+    const value = obj[key]
+    if (value === undefined) return undefined
+    if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+      bad(`${sect}.${key}`, `an integer between ${min} and ${max}`, value)
+    }
+    return value as number
+  }
+
+  const server = section('server')
+  config.server.host = str(server, 'server', 'host', false) ?? config.server.host
+  config.server.port = int(server, 'server', 'port', 1, 65535) ?? config.server.port
+  const token = str(server, 'server', 'token', true)
+  if (token !== undefined) config.server.token = token
+  const puppetToken = str(server, 'server', 'puppet_token', true)
+  if (puppetToken !== undefined) config.server.puppet_token = puppetToken
+
+  const client = section('client')
+  const url = str(client, 'client', 'url', true)
+  if (url !== undefined) config.client.url = url
+  config.client.bot = str(client, 'client', 'bot', false) ?? config.client.bot
+  const day = 24 * 60 * 60 * 1000
+  config.client.heartbeat_ms = int(client, 'client', 'heartbeat_ms', 1, day) ?? config.client.heartbeat_ms
+  config.client.reconnect_delay_ms =
+    int(client, 'client', 'reconnect_delay_ms', 1, day) ?? config.client.reconnect_delay_ms
+  config.client.reconnect_delay_max_ms =
+    int(client, 'client', 'reconnect_delay_max_ms', 1, day) ?? config.client.reconnect_delay_max_ms
+
+  const puppet = section('puppet')
+  config.puppet.name = str(puppet, 'puppet', 'name', false) ?? config.puppet.name
+  const puppetServiceToken = str(puppet, 'puppet', 'token', true)
+  if (puppetServiceToken !== undefined) config.puppet.token = puppetServiceToken
+  const puppetOptions = puppet.options
+  if (puppetOptions !== undefined && puppetOptions !== null) {
+    if (!isObject(puppetOptions)) bad('puppet.options', 'an object', puppetOptions)
+    config.puppet.options = { ...(puppetOptions as Obj) }
+  }
+
+  const mock = section('mock')
+  config.mock.user_name = str(mock, 'mock', 'user_name', false) ?? config.mock.user_name
+
+  if (config.client.reconnect_delay_max_ms < config.client.reconnect_delay_ms) {
+    config.client.reconnect_delay_max_ms = config.client.reconnect_delay_ms
+  }
+}
+
+function applyEnv(config: MetaPuppetConfig, env: NodeJS.ProcessEnv): void {
+  const url = nonEmpty(env.METAPUPPET_URL)
+  if (url !== null) config.client.url = url
+  const host = nonEmpty(env.METAPUPPET_HOST)
+  if (host !== null) config.server.host = host
+  const port = nonEmpty(env.METAPUPPET_PORT)
+  if (port !== null) {
+    const n = Number(port)
+    if (!/^\d+$/.test(port.trim()) || n < 1 || n > 65535) {
+      throw new ConfigError(`METAPUPPET_PORT must be an integer between 1 and 65535 (got ${JSON.stringify(port)})`)
+    }
+    config.server.port = n
+  }
+  const token = nonEmpty(env.METAPUPPET_TOKEN)
+  if (token !== null) config.server.token = token
+  const puppetToken = nonEmpty(env.METAPUPPET_PUPPET_TOKEN)
+  if (puppetToken !== null) config.server.puppet_token = puppetToken
+  const bot = nonEmpty(env.METAPUPPET_BOT)
+  if (bot !== null) config.client.bot = bot
+  const puppet = nonEmpty(env.METAPUPPET_PUPPET)
+  if (puppet !== null) config.puppet.name = puppet
+  const serviceToken = nonEmpty(env.METAPUPPET_PUPPET_SERVICE_TOKEN)
+  if (serviceToken !== null) config.puppet.token = serviceToken
+}

@@ -1,0 +1,254 @@
+/**
+ * Turns Wechaty events into plain-JSON envelopes `{id, bot, name, payload, ts}`.
+ *
+ * Payloads hold ids and puppet payloads, never live objects. Conversions run one after the
+ * other so envelopes leave in the order Wechaty emitted the events; every lookup is best
+ * effort (a failed lookup yields a null field, never a lost event).
+ */
+import { randomUUID } from 'node:crypto'
+import qrcodeTerminal from 'qrcode-terminal'
+import { types, type Wechaty } from 'wechaty'
+import type { Contact, ContactSelf, Friendship, Message, Room, RoomInvitation } from 'wechaty/users'
+import type { Logger } from './log.js'
+import type {
+  ContactRef,
+  ErrorEventPayload,
+  EventEnvelope,
+  EventName,
+  FriendshipEventPayload,
+  Json,
+  JsonObject,
+  LoginEventPayload,
+  LogoutEventPayload,
+  MessageEventPayload,
+  RoomInviteEventPayload,
+  RoomJoinEventPayload,
+  RoomLeaveEventPayload,
+  RoomTopicEventPayload,
+  ScanEventPayload,
+} from './protocol.js'
+import { toWire } from './serialize.js'
+
+export interface AttachEventsOptions {
+  bot: Wechaty
+  /** The bot name put in every envelope (config client.bot). */
+  botName: string
+  log: Logger
+  /** Mock puppet: the QR code is not printed and known spurious mock errors are only logged. */
+  isMock: boolean
+  /** Receives each envelope, in order. */
+  emit: (envelope: EventEnvelope) => void
+  /** How long one lookup (a name, a topic, ...) may take before it is given up. */
+  lookupTimeoutMs?: number
+}
+
+/** Attaches a listener for every forwarded Wechaty event; returns a function detaching them. */
+export function attachEvents(options: AttachEventsOptions): () => void {
+  const { bot, botName, log, isMock, emit } = options
+  const lookupMs = options.lookupTimeoutMs ?? 5_000
+  let chain: Promise<void> = Promise.resolve()
+
+  /** Queues one event: stamps it now, converts it in order, then emits it. */
+  const forward = (name: EventName, build: () => Promise<JsonObject> | JsonObject): void => {
+    const id = randomUUID()
+    const ts = Date.now()
+    chain = chain
+      .then(build)
+      .then((payload) => emit({ id, bot: botName, name, payload, ts }))
+      .catch((e: unknown) => log.warn('could not forward %s event: %s', name, errorText(e)))
+  }
+
+  const lookup = <T>(what: Promise<T> | (() => T), fallback: T): Promise<T> => settle(what, fallback, lookupMs)
+
+  const contactRef = async (contact: Contact | undefined): Promise<ContactRef> => ({
+    id: contact?.id ?? '',
+    name: await lookup(() => contact?.name() ?? '', ''),
+  })
+
+  const roomTopic = (room: Room): Promise<string> => lookup(room.topic(), '')
+
+  const listeners = {
+    message: (message: Message) => forward('message', () => messagePayload(message, lookup, contactRef)),
+
+    friendship: (friendship: Friendship) =>
+      forward('friendship', async (): Promise<FriendshipEventPayload> => {
+        const p = (friendship.payload ?? {}) as Partial<Record<string, unknown>>
+        const type = typeof p.type === 'number' ? p.type : friendship.type()
+        const contact = await lookup(() => friendship.contact(), undefined)
+        return {
+          id: friendship.id,
+          type,
+          typeName: types.Friendship[type] ?? 'Unknown',
+          contactId: typeof p.contactId === 'string' ? p.contactId : contact?.id ?? '',
+          hello: typeof p.hello === 'string' ? p.hello : '',
+          timestamp: typeof p.timestamp === 'number' ? p.timestamp : null,
+          contact: await contactRef(contact),
+        }
+      }),
+
+    'room-invite': (invitation: RoomInvitation) =>
+      forward('room-invite', async (): Promise<RoomInviteEventPayload> => {
+        const p = await lookup(bot.puppet.roomInvitationPayload(invitation.id), undefined)
+        return {
+          id: invitation.id,
+          inviterId: p?.inviterId ?? null,
+          topic: p?.topic ?? null,
+          memberCount: typeof p?.memberCount === 'number' ? p.memberCount : null,
+          memberIdList: Array.isArray(p?.memberIdList) ? p.memberIdList : [],
+          receiverId: p?.receiverId ?? null,
+          timestamp: typeof p?.timestamp === 'number' ? p.timestamp : null,
+        }
+      }),
+
+    'room-join': (room: Room, invitees: Contact[], inviter: Contact, date?: Date) =>
+      forward('room-join', async (): Promise<RoomJoinEventPayload> => ({
+        roomId: room.id,
+        topic: await roomTopic(room),
+        inviteeIdList: invitees.map((c) => c.id),
+        inviterId: inviter.id,
+        timestamp: date?.getTime() ?? Date.now(),
+      })),
+
+    'room-leave': (room: Room, leavers: Contact[], remover?: Contact, date?: Date) =>
+      forward('room-leave', async (): Promise<RoomLeaveEventPayload> => ({
+        roomId: room.id,
+        topic: await roomTopic(room),
+        leaverIdList: leavers.map((c) => c.id),
+        removerId: remover?.id ?? null,
+        timestamp: date?.getTime() ?? Date.now(),
+      })),
+
+    'room-topic': (room: Room, topic: string, oldTopic: string, changer: Contact, date?: Date) =>
+      forward('room-topic', (): RoomTopicEventPayload => ({
+        roomId: room.id,
+        topic,
+        oldTopic,
+        changerId: changer.id,
+        timestamp: date?.getTime() ?? Date.now(),
+      })),
+
+    login: (user: ContactSelf) =>
+      forward('login', async (): Promise<LoginEventPayload> => ({ ...(await contactRef(user)) })),
+
+    logout: (user: ContactSelf, reason?: string) =>
+      forward('logout', async (): Promise<LogoutEventPayload> => ({
+        ...(await contactRef(user)),
+        reason: reason ?? null,
+      })),
+
+    scan: (qrcode: string, status: types.ScanStatus) => {
+      const statusName = types.ScanStatus[status] ?? 'Unknown'
+      if (isMock) {
+        log.info('scan event from the mock puppet (status %s): nothing to scan', statusName)
+      } else if (qrcode !== '' && (status === types.ScanStatus.Waiting || status === types.ScanStatus.Timeout)) {
+        log.info('scan this QR code with WeChat to log in (status %s):', statusName)
+        qrcodeTerminal.generate(qrcode, { small: true })
+      } else {
+        log.info('scan status: %s', statusName)
+      }
+      forward('scan', (): ScanEventPayload => ({ qrcode, status, statusName }))
+    },
+
+    ready: () => forward('ready', () => ({})),
+
+    error: (error: Error) => {
+      const payload: ErrorEventPayload = {
+        name: error?.name ?? 'Error',
+        message: error?.message ?? String(error),
+        stack: error?.stack ?? null,
+      }
+      if (isMock && isSpuriousMockError(payload.message)) {
+        log.debug('ignored mock puppet error: %s', payload.message)
+        return
+      }
+      log.warn('wechaty error: %s', payload.message)
+      forward('error', () => payload)
+    },
+
+    heartbeat: (data: unknown) =>
+      forward('heartbeat', async (): Promise<JsonObject> => ({ data: await toWire(data) })),
+  }
+
+  for (const [name, listener] of Object.entries(listeners)) {
+    bot.on(name as 'message', listener as (m: Message) => void)
+  }
+  return () => {
+    for (const [name, listener] of Object.entries(listeners)) {
+      bot.off(name as 'message', listener as (m: Message) => void)
+    }
+  }
+}
+
+/**
+ * Errors the mock puppet raises on its own during room-join/leave/topic: Wechaty treats the
+ * RoomMember "dirty" notice for a room id as a contact id and cannot find that contact.
+ */
+export function isSpuriousMockError(message: string): boolean {
+  return /^no payload found for id \S*@\S*$/.test(message)
+}
+
+type Lookup = <T>(what: Promise<T> | (() => T), fallback: T) => Promise<T>
+
+async function messagePayload(
+  message: Message,
+  lookup: Lookup,
+  contactRef: (c: Contact | undefined) => Promise<ContactRef>,
+): Promise<MessageEventPayload> {
+  const raw = (message.payload ?? { id: message.id }) as unknown as Record<string, unknown>
+  const base = (await toWire(raw)) as JsonObject
+  const talker = await lookup(() => message.talker(), undefined)
+  const room = await lookup(() => message.room(), undefined)
+  const type = typeof raw.type === 'number' ? raw.type : types.Message.Unknown
+  const talkerId = typeof raw.talkerId === 'string' ? raw.talkerId : talker?.id ?? ''
+  const listenerId = typeof raw.listenerId === 'string' && raw.listenerId !== '' ? raw.listenerId : null
+  const roomId = typeof raw.roomId === 'string' && raw.roomId !== '' ? raw.roomId : null
+  return {
+    ...base,
+    id: message.id,
+    type,
+    typeName: types.Message[type] ?? 'Unknown',
+    text: typeof raw.text === 'string' ? raw.text : '',
+    talkerId,
+    listenerId,
+    roomId,
+    timestamp: typeof raw.timestamp === 'number' ? raw.timestamp : Date.now(),
+    mentionIdList: Array.isArray(raw.mentionIdList) ? (base.mentionIdList as Json[]).filter(isString) : [],
+    fromId: talkerId,
+    toId: listenerId,
+    self: await lookup(() => message.self(), false),
+    mentionSelf: await lookup(message.mentionSelf(), false),
+    talker: await contactRef(talker),
+    room: room === undefined ? null : { id: room.id, topic: await lookup(room.topic(), '') },
+  }
+}
+
+function isString(value: Json): value is string {
+  return typeof value === 'string'
+}
+
+/** Resolves to `what`'s value, or `fallback` if it throws, rejects or takes longer than `ms`. */
+function settle<T>(what: Promise<T> | (() => T), fallback: T, ms: number): Promise<T> {
+  let promise: Promise<T>
+  try {
+    promise = typeof what === 'function' ? Promise.resolve((what as () => T)()) : what
+  } catch {
+    return Promise.resolve(fallback)
+  }
+  return new Promise<T>((resolve) => {
+    const timer = setTimeout(() => resolve(fallback), ms)
+    promise.then(
+      (value) => {
+        clearTimeout(timer)
+        resolve(value)
+      },
+      () => {
+        clearTimeout(timer)
+        resolve(fallback)
+      },
+    )
+  })
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e)
+}

@@ -1,0 +1,249 @@
+/**
+ * Compiles and runs snippets sent by the server (`exec`).
+ *
+ * A snippet is the body of an async function that sees `bot, args, FileBox, log, mocker, mock`.
+ * It is compiled once with esbuild (TypeScript accepted; syntax errors rejected with a
+ * position inside the snippet) and cached by its text, so a repeated snippet costs one Map
+ * lookup. Caller data travels in `args`, never formatted into `code`.
+ */
+import { transformSync, type Message as EsbuildMessage } from 'esbuild'
+import { FileBox } from 'file-box'
+import { inspect } from 'node:util'
+import type { Wechaty } from 'wechaty'
+import type { Logger } from './log.js'
+import {
+  DEFAULT_EXEC_TIMEOUT_MS,
+  MAX_EXEC_TIMEOUT_MS,
+  type ErrorKind,
+  type ExecResponse,
+  type WireError,
+} from './protocol.js'
+import { DEFAULT_MAX_JSON_BYTES, toWire } from './serialize.js'
+
+export type SnippetFunction = (
+  bot: Wechaty | null,
+  args: unknown,
+  fileBox: typeof FileBox,
+  log: Logger,
+  mocker: unknown,
+  mock: unknown,
+) => Promise<unknown>
+
+export interface ExecutorOptions {
+  bot: Wechaty | null
+  log: Logger
+  /** The wechaty-puppet-mock Mocker, null outside mock mode. */
+  mocker?: unknown
+  /** The MockKit, null outside mock mode. */
+  mock?: unknown
+  /** How many compiled snippets to keep (least recently used are dropped first). */
+  cacheSize?: number
+  /** Cap on the JSON size of one result. */
+  maxResultBytes?: number
+}
+
+const PARAMS = 'bot, args, FileBox, log, mocker, mock'
+const WRAPPER_HEAD = `async function __snippet(${PARAMS}) {\n`
+const WRAPPER_TAIL = '\n}\n'
+/** Lines the wrapper adds before the snippet's first line. */
+const HEAD_LINES = 1
+
+export class Executor {
+  /** Counters, for tests and diagnostics. */
+  readonly stats = { compiles: 0, hits: 0 }
+
+  private readonly cache = new Map<string, SnippetFunction | WireError>()
+  private lastCode: string | undefined
+  private readonly bot: Wechaty | null
+  private readonly log: Logger
+  private readonly mocker: unknown
+  private readonly mock: unknown
+  private readonly cacheSize: number
+  private readonly maxResultBytes: number
+
+  constructor(options: ExecutorOptions) {
+    this.bot = options.bot
+    this.log = options.log
+    this.mocker = options.mocker ?? null
+    this.mock = options.mock ?? null
+    this.cacheSize = Math.max(1, options.cacheSize ?? 1000)
+    this.maxResultBytes = options.maxResultBytes ?? DEFAULT_MAX_JSON_BYTES
+  }
+
+  /** Runs one exec request. Never rejects: every failure is an `{ok: false, error}` response. */
+  run(req: unknown): Promise<ExecResponse> {
+    if (typeof req !== 'object' || req === null || Array.isArray(req)) {
+      return Promise.resolve(badRequest(`exec request must be an object {code, args, timeout_ms}, got ${describe(req)}`))
+    }
+    const { code, args, timeout_ms: timeoutMs } = req as Record<string, unknown>
+    if (typeof code !== 'string' || code.trim() === '') {
+      return Promise.resolve(badRequest(`code must be a non-empty string, got ${describe(code)}`))
+    }
+    let timeout = DEFAULT_EXEC_TIMEOUT_MS
+    if (timeoutMs !== undefined && timeoutMs !== null) {
+      if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0 || timeoutMs > MAX_EXEC_TIMEOUT_MS) {
+        return Promise.resolve(
+          badRequest(`timeout_ms must be a positive number of milliseconds up to ${MAX_EXEC_TIMEOUT_MS}, got ${describe(timeoutMs)}`),
+        )
+      }
+      timeout = timeoutMs
+    }
+    const compiled = this.compile(code)
+    if (typeof compiled !== 'function') return Promise.resolve({ ok: false, error: compiled })
+    return this.invoke(compiled, args === undefined ? {} : args, timeout)
+  }
+
+  /**
+   * The compiled function for `code`, or the compile error. Cached by the snippet text:
+   * a repeated snippet returns the same function object.
+   */
+  compile(code: string): SnippetFunction | WireError {
+    const hit = this.cache.get(code)
+    if (hit !== undefined) {
+      this.stats.hits++
+      if (code !== this.lastCode) {
+        // Refresh the LRU position; skipped when the same snippet repeats back to back.
+        this.cache.delete(code)
+        this.cache.set(code, hit)
+        this.lastCode = code
+      }
+      return hit
+    }
+    this.stats.compiles++
+    const compiled = compileSnippet(code)
+    if (this.cache.size >= this.cacheSize) {
+      const oldest = this.cache.keys().next()
+      if (oldest.done !== true) this.cache.delete(oldest.value)
+    }
+    this.cache.set(code, compiled)
+    this.lastCode = code
+    return compiled
+  }
+
+  private invoke(fn: SnippetFunction, args: unknown, timeoutMs: number): Promise<ExecResponse> {
+    return new Promise<ExecResponse>((resolve) => {
+      let settled = false
+      const finish = (response: ExecResponse): void => {
+        if (settled) return
+        settled = true
+        clearTimeout(timer)
+        resolve(response)
+      }
+      const timer = setTimeout(() => {
+        finish(errorResponse('timeout', 'SnippetTimeout', `snippet did not finish within ${timeoutMs} ms`))
+      }, timeoutMs)
+      let running: Promise<unknown>
+      try {
+        running = fn(this.bot, args, FileBox, this.log, this.mocker, this.mock)
+      } catch (e) {
+        finish({ ok: false, error: fromThrown('runtime', e) })
+        return
+      }
+      running.then(
+        (value) => {
+          if (settled) return
+          toWire(value, this.maxResultBytes).then(
+            (result) => finish({ ok: true, result }),
+            (e: unknown) => finish({ ok: false, error: fromThrown('serialize', e) }),
+          )
+        },
+        (e: unknown) => {
+          if (settled) this.log.debug('snippet failed after its timeout: %s', describeThrown(e))
+          finish({ ok: false, error: fromThrown('runtime', e) })
+        },
+      )
+    })
+  }
+}
+
+/** Compiles a snippet body; returns the function or a `compile` error. Exported for tests. */
+export function compileSnippet(code: string): SnippetFunction | WireError {
+  let js: string
+  try {
+    js = transformSync(WRAPPER_HEAD + code + WRAPPER_TAIL, {
+      loader: 'ts',
+      target: 'esnext',
+      sourcefile: 'snippet.ts',
+      logLevel: 'silent',
+      tsconfigRaw: {},
+    }).code
+  } catch (e) {
+    const errors = (e as { errors?: EsbuildMessage[] }).errors
+    const message = Array.isArray(errors) && errors.length > 0
+      ? errors.map((error) => formatEsbuildError(error, code)).join('\n')
+      : e instanceof Error ? e.message : String(e)
+    return { kind: 'compile', name: 'SyntaxError', message, stack: null }
+  }
+  let fn: SnippetFunction
+  try {
+    // Function declarations are hoisted: returning first gets the function without running
+    // any other top-level statement the output might hold.
+    fn = new Function(`'use strict';\nreturn __snippet;\n${js}`)() as SnippetFunction
+  } catch (e) {
+    // Early errors esbuild lets through (rare); still a compile error.
+    return { kind: 'compile', name: e instanceof Error ? e.name : 'SyntaxError', message: describeThrown(e), stack: null }
+  }
+  if (fn.toString() !== js.trimEnd()) {
+    // Something outside the function: the snippet closed the wrapper with an unbalanced '}'.
+    return {
+      kind: 'compile',
+      name: 'SyntaxError',
+      message: "snippet: unbalanced '}': the code closes its function body early (a snippet is the body of one async function)",
+      stack: null,
+    }
+  }
+  return fn
+}
+
+/** `snippet:LINE:COLUMN: text`, both 1-based and relative to the snippet, not the wrapper. */
+function formatEsbuildError(error: EsbuildMessage, code: string): string {
+  const loc = error.location
+  if (loc === null) return error.text
+  const lines = code.split('\n')
+  const line = loc.line - HEAD_LINES
+  if (line > lines.length) {
+    // Reported on the wrapper's closing brace: the snippet ended too early.
+    const last = lines.length
+    return `snippet:${last}:${(lines[last - 1] ?? '').length + 1}: unexpected end of snippet (${error.text})`
+  }
+  return `snippet:${Math.max(1, line)}:${loc.column + 1}: ${error.text}`
+}
+
+function errorResponse(kind: ErrorKind, name: string, message: string, stack: string | null = null): ExecResponse {
+  return { ok: false, error: { kind, name, message, stack } }
+}
+
+function badRequest(message: string): ExecResponse {
+  return errorResponse('bad_request', 'BadRequest', message)
+}
+
+/** Turns anything thrown into a wire error; non-Error values get the name "NonError". */
+export function fromThrown(kind: ErrorKind, e: unknown): WireError {
+  if (e instanceof Error) {
+    return { kind, name: e.name, message: e.message, stack: e.stack ?? null }
+  }
+  if (typeof e === 'object' && e !== null) {
+    const { name, message, stack } = e as Record<string, unknown>
+    if (typeof name === 'string' && typeof message === 'string') {
+      return { kind, name, message, stack: typeof stack === 'string' ? stack : null }
+    }
+  }
+  return { kind, name: 'NonError', message: describeThrown(e), stack: null }
+}
+
+function describeThrown(e: unknown): string {
+  if (typeof e === 'string') return e
+  if (e instanceof Error) return `${e.name}: ${e.message}`
+  return inspect(e, { depth: 4, breakLength: Infinity })
+}
+
+function describe(value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (typeof value === 'string') {
+    if (value === '') return 'an empty string'
+    return value.trim() === '' ? 'a blank string' : `the string ${JSON.stringify(value.slice(0, 40))}`
+  }
+  if (typeof value === 'number') return String(value)
+  return typeof value
+}

@@ -1,0 +1,119 @@
+/**
+ * Entry point: `npm start -- [--config <path>]`.
+ *
+ * Loads the config, builds the Wechaty bot (and the MockKit under the mock puppet), forwards
+ * its events to the MetaPuppet server and runs the snippets the server sends.
+ */
+import { ConfigError, USAGE, loadConfig, parseCli, type ResolvedConfig } from './config.js'
+import { Bridge } from './bridge.js'
+import { attachEvents } from './events.js'
+import { Executor } from './executor.js'
+import { createLogger } from './log.js'
+import { buildBot, type BuiltBot } from './puppet.js'
+
+const SHUTDOWN_TIMEOUT_MS = 5_000
+
+async function main(argv: readonly string[]): Promise<void> {
+  const early = createLogger(process.env.METAPUPPET_BOT || 'metapuppet')
+  let resolved: ResolvedConfig
+  try {
+    if (parseCli(argv).help) {
+      process.stdout.write(`${USAGE}\n`)
+      process.exit(0)
+    }
+    resolved = loadConfig({ argv })
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      early.error('%s', e.message)
+      process.exit(e.exitCode)
+    }
+    throw e
+  }
+
+  const { config, url, token } = resolved
+  const botName = config.client.bot
+  const log = createLogger(botName)
+  log.info('config: %s', resolved.configPath ?? 'built-in defaults (no config file)')
+
+  let built: BuiltBot
+  try {
+    built = await buildBot(config)
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      log.error('%s', e.message)
+      process.exit(e.exitCode)
+    }
+    throw e
+  }
+  const { bot, mock, mocker, puppetName } = built
+
+  let shuttingDown = false
+  const shutdown = async (code: number): Promise<void> => {
+    if (shuttingDown) return
+    shuttingDown = true
+    bridge.close()
+    await Promise.race([
+      bot.stop().catch((e: unknown) => log.debug('bot.stop() failed: %s', e)),
+      new Promise((resolve) => setTimeout(resolve, SHUTDOWN_TIMEOUT_MS).unref()),
+    ])
+    process.exit(code)
+  }
+
+  let loggedIn = false
+  let announced = false
+  const announceReady = (): void => {
+    if (announced || !loggedIn || !bridge.connected) return
+    announced = true
+    log.info('ready: bot=%s puppet=%s url=%s', botName, puppetName, url)
+  }
+
+  const executor = new Executor({ bot, log, mocker, mock })
+  const bridge = new Bridge({
+    url,
+    token,
+    botName,
+    log,
+    executor,
+    reconnectDelayMs: config.client.reconnect_delay_ms,
+    reconnectDelayMaxMs: config.client.reconnect_delay_max_ms,
+    heartbeatMs: config.client.heartbeat_ms,
+    onFatal: (message, exitCode) => {
+      log.error('%s', message)
+      void shutdown(exitCode)
+    },
+    onConnect: announceReady,
+  })
+
+  attachEvents({ bot, botName, log, isMock: built.isMock, emit: (envelope) => bridge.send(envelope) })
+  bot.on('login', (user) => {
+    loggedIn = true
+    log.info('logged in as %s (%s) %d ms after process start', user.name(), user.id, Math.round(performance.now()))
+    announceReady()
+  })
+  bot.on('logout', () => {
+    loggedIn = false
+  })
+
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      if (shuttingDown) process.exit(0)
+      log.info('%s received: stopping', signal)
+      void shutdown(0)
+    })
+  }
+  process.on('unhandledRejection', (reason) => {
+    log.error('unhandled rejection: %s', reason instanceof Error ? reason.stack : reason)
+  })
+
+  bridge.start()
+  await bot.start()
+  mock?.login()
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  createLogger(process.env.METAPUPPET_BOT || 'metapuppet').error(
+    'fatal: %s',
+    e instanceof Error ? e.stack ?? e.message : String(e),
+  )
+  process.exit(1)
+})

@@ -1,0 +1,185 @@
+/**
+ * Wire protocol between this Node client and the MetaPuppet Python server.
+ *
+ * Mirror of `MetaPuppet/protocol.py`: change both files together and bump
+ * PROTOCOL_VERSION when a change is not backwards compatible.
+ */
+
+export const PROTOCOL_VERSION = 1
+
+/** Socket.IO event names. */
+export const WIRE = {
+  /** Node → Python: one Wechaty event in an envelope, acknowledged by the server. */
+  event: 'event',
+  /** Python → Node: run a snippet against the live bot, answered through the ack. */
+  exec: 'exec',
+  /** Python → Node: returns its argument untouched (raw round-trip baseline for benchmarks). */
+  echo: 'echo',
+} as const
+
+export type Role = 'puppet' | 'web'
+
+/** Sent in the Socket.IO `auth` payload when connecting. */
+export interface AuthPayload {
+  token: string
+  role: Role
+  protocol: number
+  bot?: string
+}
+
+/** Every Wechaty event this client forwards. */
+export const EVENT_NAMES = [
+  'message',
+  'friendship',
+  'room-invite',
+  'room-join',
+  'room-leave',
+  'room-topic',
+  'login',
+  'logout',
+  'scan',
+  'ready',
+  'error',
+  'heartbeat',
+] as const
+export type EventName = (typeof EVENT_NAMES)[number]
+
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
+export type JsonObject = { [key: string]: Json }
+
+/** Node → Python `event` payload. `id` is unique; the server drops duplicates by it. */
+export interface EventEnvelope<P extends JsonObject = JsonObject> {
+  id: string
+  bot: string
+  name: EventName
+  payload: P
+  /** Milliseconds since the epoch, taken when the Wechaty event fired. */
+  ts: number
+}
+
+export type ErrorKind = 'bad_request' | 'compile' | 'runtime' | 'timeout' | 'serialize'
+
+export interface WireError {
+  kind: ErrorKind
+  name: string
+  message: string
+  stack: string | null
+}
+
+/** The server's acknowledgement of an `event`. */
+export type EventAck = { ok: true } | { ok: false; error: Partial<WireError> }
+
+/** Python → Node `exec` request. `code` is the body of an async function; data travels in `args`. */
+export interface ExecRequest {
+  code: string
+  args?: unknown
+  timeout_ms?: number
+}
+
+export type ExecResponse = { ok: true; result: Json } | { ok: false; error: WireError }
+
+export const DEFAULT_EXEC_TIMEOUT_MS = 30_000
+export const MAX_EXEC_TIMEOUT_MS = 24 * 60 * 60 * 1000
+
+/* ---------------------------------------------------------------- event payloads */
+
+export interface ContactRef extends JsonObject {
+  id: string
+  name: string
+}
+
+export interface RoomRef extends JsonObject {
+  id: string
+  topic: string
+}
+
+/**
+ * `message`: the puppet message payload (id, type, text, talkerId, listenerId, roomId,
+ * timestamp, mentionIdList, filename, ...) plus the fields below.
+ */
+export interface MessageEventPayload extends JsonObject {
+  id: string
+  type: number
+  /** Name of `type` in wechaty's `types.Message` enum, e.g. "Text", "Attachment". */
+  typeName: string
+  text: string
+  talkerId: string
+  listenerId: string | null
+  roomId: string | null
+  timestamp: number
+  mentionIdList: string[]
+  fromId: string
+  toId: string | null
+  self: boolean
+  mentionSelf: boolean
+  talker: ContactRef
+  room: RoomRef | null
+}
+
+export interface FriendshipEventPayload extends JsonObject {
+  id: string
+  type: number
+  typeName: string
+  contactId: string
+  hello: string
+  timestamp: number | null
+  contact: ContactRef
+}
+
+export interface RoomInviteEventPayload extends JsonObject {
+  id: string
+  inviterId: string | null
+  topic: string | null
+  memberCount: number | null
+  memberIdList: string[]
+  receiverId: string | null
+  timestamp: number | null
+}
+
+export interface RoomJoinEventPayload extends JsonObject {
+  roomId: string
+  topic: string
+  inviteeIdList: string[]
+  inviterId: string
+  timestamp: number
+}
+
+export interface RoomLeaveEventPayload extends JsonObject {
+  roomId: string
+  topic: string
+  leaverIdList: string[]
+  removerId: string | null
+  timestamp: number
+}
+
+export interface RoomTopicEventPayload extends JsonObject {
+  roomId: string
+  topic: string
+  oldTopic: string
+  changerId: string
+  timestamp: number
+}
+
+export interface LoginEventPayload extends JsonObject {
+  id: string
+  name: string
+}
+
+export interface LogoutEventPayload extends LoginEventPayload {
+  reason: string | null
+}
+
+export interface ScanEventPayload extends JsonObject {
+  qrcode: string
+  status: number
+  statusName: string
+}
+
+export interface ErrorEventPayload extends JsonObject {
+  name: string
+  message: string
+  stack: string | null
+}
+
+/** Wechaty heartbeats carry `{data}`; the client's own carry `{source: "client", uptime_s}`. */
+export type HeartbeatEventPayload = { data: Json } | { source: 'client'; uptime_s: number }

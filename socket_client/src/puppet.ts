@@ -1,0 +1,60 @@
+/**
+ * Builds the Wechaty bot for the configured puppet.
+ *
+ * "wechaty-puppet-mock" (or "mock") runs offline: a Mocker, a PuppetMock and a MockKit to drive
+ * it. Any other name is handed to Wechaty with `{token, ...options}` as puppet options.
+ */
+import { log as wechatyLog, WechatyBuilder, type Wechaty } from 'wechaty'
+import { PuppetMock, mock } from 'wechaty-puppet-mock'
+import { ConfigError, MOCK_PUPPET_NAMES, type MetaPuppetConfig } from './config.js'
+import { MockKit } from './mockkit.js'
+
+export interface BuiltBot {
+  bot: Wechaty
+  puppetName: string
+  isMock: boolean
+  /** The wechaty-puppet-mock Mocker (mock mode only). */
+  mocker: mock.Mocker | null
+  /** The MockKit driving the mock (mock mode only); log in with `mock.login()` after `bot.start()`. */
+  mock: MockKit | null
+}
+
+/** Keeps Wechaty's own (very chatty) logger at warn unless WECHATY_LOG asks otherwise. */
+export function quietWechatyLogs(env: NodeJS.ProcessEnv = process.env): void {
+  if (env.WECHATY_LOG === undefined || env.WECHATY_LOG === '') wechatyLog.level('warn')
+}
+
+export async function buildBot(config: MetaPuppetConfig): Promise<BuiltBot> {
+  quietWechatyLogs()
+  const puppetName = config.puppet.name
+  if (MOCK_PUPPET_NAMES.includes(puppetName)) {
+    const mocker = new mock.Mocker()
+    const puppet = new PuppetMock({ mocker })
+    // No `name`: Wechaty then keeps its memory card in memory instead of writing <name>.memory-card.json.
+    const bot = WechatyBuilder.build({ puppet })
+    const kit = new MockKit(mocker, puppet, config.mock.user_name)
+    return { bot, puppetName, isMock: true, mocker, mock: kit }
+  }
+
+  await requirePuppetPackage(puppetName)
+  const puppetOptions: Record<string, unknown> = { ...config.puppet.options }
+  if (config.puppet.token !== null) puppetOptions.token = config.puppet.token
+  const bot = WechatyBuilder.build({
+    puppet: puppetName as 'wechaty-puppet-service',
+    puppetOptions,
+  })
+  return { bot, puppetName, isMock: false, mocker: null, mock: null }
+}
+
+async function requirePuppetPackage(name: string): Promise<void> {
+  try {
+    await import(name)
+  } catch (e) {
+    const code = (e as { code?: unknown }).code
+    const message = e instanceof Error ? e.message : String(e)
+    if ((code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') && message.includes(`'${name}'`)) {
+      throw new ConfigError(`puppet package ${name} is not installed: run \`npm install ${name}\` in socket_client/`)
+    }
+    throw new ConfigError(`puppet package ${name} failed to load: ${message}`)
+  }
+}

@@ -1,0 +1,271 @@
+/**
+ * `toWire`: the one function that turns any snippet result (or event payload) into plain JSON.
+ *
+ * Wechaty objects become `{type, id, payload}`, FileBox becomes `{name, mimeType, base64}`,
+ * bytes become base64, cycles, deep nesting, functions and symbols are cut, `undefined`
+ * becomes `null`. The walk is synchronous; the few values that need I/O (FileBox contents,
+ * a RoomInvitation's payload) are fetched afterwards in parallel, so plain values cost no
+ * extra awaits.
+ */
+import { FileBox } from 'file-box'
+import type { Json, JsonObject } from './protocol.js'
+
+export const DEFAULT_MAX_JSON_BYTES = 64 * 1024 * 1024
+export const MAX_DEPTH = 100
+
+/** The result cannot be turned into JSON within the limits (size, unreadable FileBox, ...). */
+export class SerializeError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'SerializeError'
+  }
+}
+
+/** Returned by the walker for values that are dropped from objects (functions, symbols). */
+const DROP: unique symbol = Symbol('drop')
+type Walked = Json | typeof DROP
+
+type Obj = Record<string, unknown>
+
+/**
+ * Converts `value` to plain JSON. Throws SerializeError when the JSON text would be larger
+ * than `maxBytes` (measured in UTF-16 code units, escapes not counted) or a FileBox cannot
+ * be read.
+ */
+export async function toWire(value: unknown, maxBytes: number = DEFAULT_MAX_JSON_BYTES): Promise<Json> {
+  // Fast path: most exec results are primitives.
+  switch (typeof value) {
+    case 'string':
+      if (value.length + 2 > maxBytes) throw tooLarge(maxBytes)
+      return value
+    case 'boolean':
+      return value
+    case 'number':
+      return Number.isFinite(value) ? value : null
+    case 'undefined':
+      return null
+  }
+  if (value === null) return null
+  const walker = new Walker(maxBytes)
+  const out = walker.walk(value, 0)
+  if (walker.pending.length > 0) await Promise.all(walker.pending)
+  return out === DROP ? null : out
+}
+
+function tooLarge(maxBytes: number): SerializeError {
+  return new SerializeError(`result is too large to send: its JSON would exceed ${maxBytes} bytes`)
+}
+
+/** `WechatifiedContactSelfImpl` → `ContactSelf`; null when `o` is not a Wechaty user object. */
+export function wechatyTypeOf(o: object): string | null {
+  // `in` does not run the `wechaty` getter (which throws on un-wechatified classes).
+  if (!('wechaty' in o) || !('id' in o || 'payload' in o)) return null
+  const className = (o.constructor as { name?: unknown } | undefined)?.name
+  const name = typeof className === 'string' ? className.replace(/^Wechatified/, '').replace(/Impl$/, '') : ''
+  return name === '' ? 'Unknown' : name
+}
+
+class Walker {
+  size = 0
+  readonly pending: Promise<void>[] = []
+  private readonly ancestors = new Set<object>()
+
+  constructor(private readonly maxBytes: number) {}
+
+  add(n: number): void {
+    this.size += n
+    if (this.size > this.maxBytes) throw tooLarge(this.maxBytes)
+  }
+
+  walk(v: unknown, depth: number): Walked {
+    switch (typeof v) {
+      case 'string':
+        this.add(v.length + 2)
+        return v
+      case 'number':
+        this.add(8)
+        return Number.isFinite(v) ? v : null
+      case 'boolean':
+        this.add(5)
+        return v
+      case 'bigint': {
+        const s = v.toString()
+        this.add(s.length + 2)
+        return s
+      }
+      case 'undefined':
+        this.add(4)
+        return null
+      case 'function':
+      case 'symbol':
+        return DROP
+    }
+    if (v === null) {
+      this.add(4)
+      return null
+    }
+    const o = v as object
+    if (depth > MAX_DEPTH || this.ancestors.has(o)) {
+      this.add(4)
+      return null
+    }
+    this.ancestors.add(o)
+    try {
+      return this.walkObject(o, depth)
+    } finally {
+      this.ancestors.delete(o)
+    }
+  }
+
+  private base64(bytes: Uint8Array): string {
+    const s = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('base64')
+    this.add(s.length + 2)
+    return s
+  }
+
+  private walkObject(o: object, depth: number): Json {
+    if (Array.isArray(o)) {
+      this.add(2)
+      const out: Json[] = new Array(o.length)
+      for (let i = 0; i < o.length; i++) {
+        const item = this.walk(o[i], depth + 1)
+        out[i] = item === DROP ? null : item
+        this.add(1)
+      }
+      return out
+    }
+    if (o instanceof Uint8Array) return this.base64(o)
+    if (o instanceof ArrayBuffer) return this.base64(new Uint8Array(o))
+    if (ArrayBuffer.isView(o)) {
+      if (o instanceof DataView) return this.base64(new Uint8Array(o.buffer, o.byteOffset, o.byteLength))
+      return this.walkObject(Array.from(o as unknown as ArrayLike<number | bigint>), depth)
+    }
+    if (o instanceof Date) {
+      const t = o.getTime()
+      if (Number.isNaN(t)) return null
+      this.add(26)
+      return o.toISOString()
+    }
+    if (FileBox.valid(o)) return this.fileBox(o as FileBox)
+    const wechatyType = wechatyTypeOf(o)
+    if (wechatyType !== null) return this.wechatyObject(o as Obj, wechatyType, depth)
+    if (o instanceof Error) {
+      return this.walkObject({ name: o.name, message: o.message, stack: o.stack ?? null }, depth)
+    }
+    if (o instanceof Map) {
+      const out: JsonObject = {}
+      this.add(2)
+      for (const [key, value] of o) {
+        const item = this.walk(value, depth + 1)
+        if (item === DROP) continue
+        const k = typeof key === 'string' ? key : String(key)
+        this.add(k.length + 4)
+        out[k] = item
+      }
+      return out
+    }
+    if (o instanceof Set) return this.walkObject([...o], depth)
+    if (o instanceof RegExp) {
+      const s = String(o)
+      this.add(s.length + 2)
+      return s
+    }
+    const proto: unknown = Object.getPrototypeOf(o)
+    if (proto !== Object.prototype && proto !== null) {
+      let toJSON: unknown
+      try {
+        toJSON = (o as Obj).toJSON
+      } catch {
+        toJSON = undefined
+      }
+      if (typeof toJSON === 'function') {
+        let converted: unknown
+        try {
+          converted = toJSON.call(o)
+        } catch {
+          converted = undefined
+        }
+        if (converted !== o && converted !== undefined) {
+          const item = this.walk(converted, depth + 1)
+          return item === DROP ? null : item
+        }
+      }
+    }
+    return this.plainObject(o as Obj, depth)
+  }
+
+  private plainObject(o: Obj, depth: number): JsonObject {
+    const out: JsonObject = {}
+    this.add(2)
+    for (const key of Object.keys(o)) {
+      let value: unknown
+      try {
+        value = o[key]
+      } catch {
+        continue // a throwing getter: leave the key out
+      }
+      const item = this.walk(value, depth + 1)
+      if (item === DROP) continue
+      this.add(key.length + 4)
+      out[key] = item
+    }
+    return out
+  }
+
+  private fileBox(box: FileBox): JsonObject {
+    let mimeType: string | null = null
+    try {
+      mimeType = box.mediaType || null
+    } catch {
+      mimeType = null
+    }
+    const out: JsonObject = { name: box.name, mimeType, base64: '' }
+    this.add(box.name.length + (mimeType?.length ?? 4) + 40)
+    this.pending.push(
+      box.toBase64().then(
+        (b64) => {
+          this.add(b64.length)
+          out.base64 = b64
+        },
+        (e: unknown) => {
+          if (e instanceof SerializeError) throw e
+          throw new SerializeError(`cannot read FileBox ${JSON.stringify(box.name)}: ${e instanceof Error ? e.message : String(e)}`)
+        },
+      ),
+    )
+    return out
+  }
+
+  private wechatyObject(o: Obj, type: string, depth: number): JsonObject {
+    let id: Json = null
+    let payload: unknown
+    try {
+      id = typeof o.id === 'string' ? o.id : null
+      payload = o.payload
+    } catch {
+      payload = undefined
+    }
+    this.add(type.length + (id?.length ?? 4) + 30)
+    const out: JsonObject = { type, id, payload: null }
+    if (payload !== undefined) {
+      const item = this.walk(payload, depth + 1)
+      out.payload = item === DROP ? null : item
+    } else if (type === 'RoomInvitation' && id !== null) {
+      // RoomInvitation keeps no payload of its own: ask the puppet (best effort).
+      const puppet = (o.wechaty as { puppet?: { roomInvitationPayload?: (id: string) => Promise<unknown> } } | undefined)?.puppet
+      if (puppet?.roomInvitationPayload !== undefined) {
+        const roomInvitationId = id
+        this.pending.push(
+          puppet.roomInvitationPayload(roomInvitationId).then(
+            (p) => {
+              const item = this.walk(p, depth + 1)
+              out.payload = item === DROP ? null : item
+            },
+            () => {},
+          ),
+        )
+      }
+    }
+    return out
+  }
+}

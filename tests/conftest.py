@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from MetaPuppet import Config, SweetSocketServer
+from MetaPuppet.protocol import BotEvent
+from MetaPuppet.server import PuppetLink
+
+logging.getLogger("MetaPuppet").setLevel(logging.DEBUG)
+
+
+class FakePuppet(PuppetLink):
+    """A puppet in Python: records every call and answers with ``answer(event, data)``."""
+
+    def __init__(self, bot: str = "fake", answer: Callable[[str, Any], Any] | None = None) -> None:
+        self.bot = bot
+        self.calls: list[tuple[str, Any]] = []
+        self.answer = answer or (lambda event, data: {"ok": True, "result": None})
+        self.closed: str | None = None
+
+    async def call(self, event: str, data: Any, timeout: float) -> Any:
+        self.calls.append((event, data))
+        result = self.answer(event, data)
+        if asyncio.iscoroutine(result):
+            result = await result
+        return result
+
+    def close(self, reason: str) -> None:
+        self.closed = reason
+
+    def said(self) -> list[dict[str, Any]]:
+        """The args of every `say` snippet run on this puppet."""
+        return [
+            data["args"]
+            for event, data in self.calls
+            if event == "exec" and isinstance(data.get("args"), dict) and "sayable" in data["args"]
+        ]
+
+
+_counter = 0
+
+
+def make_event(name: str, payload: dict[str, Any], bot: str = "fake") -> BotEvent:
+    global _counter
+    _counter += 1
+    return BotEvent(id=f"ev-{_counter}", bot=bot, name=name, payload=payload, ts=0.0)
+
+
+def message_payload(text: str, talker: str = "alice", room: str | None = None, **extra: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "id": f"msg-{text[:10]}-{talker}",
+        "type": 7,
+        "text": text,
+        "talkerId": talker,
+        "fromId": talker,
+        "listenerId": None if room else "bot-user",
+        "roomId": room,
+        "self": False,
+        "mentionSelf": False,
+        "mentionIdList": [],
+        "talker": {"id": talker, "name": talker.title()},
+        "room": {"id": room, "topic": "Room"} if room else None,
+    }
+    payload.update(extra)
+    return payload
+
+
+@pytest.fixture
+async def server_factory():
+    started: list[SweetSocketServer] = []
+
+    async def make(robot: Any = None, **kwargs: Any) -> SweetSocketServer:
+        kwargs.setdefault("config", Config())
+        kwargs.setdefault("token", "unit-test-token-0123456789")
+        server = SweetSocketServer(robot=robot, port=0, **kwargs)
+        await server.start(host="127.0.0.1", port=0)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        await server.stop()
+
+
+async def settle(server: SweetSocketServer) -> None:
+    """Wait until every handler task the server started has finished."""
+    for _ in range(100):
+        pending = [t for t in server._tasks if not t.done()]
+        if not pending:
+            return
+        await asyncio.wait(pending, timeout=5)
