@@ -32,6 +32,10 @@ from .server import AmbiguousBot, PuppetLink, SocketServerCore
 from .sweet import SweetSocketServer
 from .wechaty import (
     Contact,
+    ContactGender,
+    Contacts,
+    ContactSelf,
+    ContactType,
     FileBox,
     Friendship,
     FriendshipType,
@@ -41,6 +45,7 @@ from .wechaty import (
     Room,
     RoomEvent,
     RoomInvitation,
+    Rooms,
     UrlLink,
 )
 
@@ -53,6 +58,10 @@ __all__ = [
     "Config",
     "ConfigError",
     "Contact",
+    "ContactGender",
+    "ContactSelf",
+    "ContactType",
+    "Contacts",
     "FileBox",
     "Friendship",
     "FriendshipType",
@@ -68,6 +77,7 @@ __all__ = [
     "Room",
     "RoomEvent",
     "RoomInvitation",
+    "Rooms",
     "SnippetCompileError",
     "SnippetError",
     "SnippetTimeout",

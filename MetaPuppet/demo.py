@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .robot import ASSETS, RobotBase, _strip_mentions
+from .robot import ASSETS, RobotBase
 from .testing import MockBot, MockContact, MockRoom, SentMessage, mock_wechat
 from .wechaty import FileBox, Friendship, Message, MessageType
 
@@ -22,7 +22,7 @@ class DemoBot(RobotBase):
     async def on_message(self, message: Message) -> Any:
         if message.room is not None and not message.mention_self:
             return None
-        text = _strip_mentions(message.text) if message.room else message.text.strip()
+        text = message.mention_text.strip()
         name = message.talker.name or "friend"
         if "picture" in text.lower() or "图" in text:
             return FileBox.from_file(PICTURE)

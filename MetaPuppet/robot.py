@@ -6,7 +6,15 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .wechaty import FileBox, Friendship, FriendshipType, Message, RoomEvent, RoomInvitation
+from .wechaty import (
+    FileBox,
+    Friendship,
+    FriendshipType,
+    Message,
+    RoomEvent,
+    RoomInvitation,
+    strip_mentions,
+)
 
 if TYPE_CHECKING:
     from .protocol import BotEvent
@@ -155,7 +163,7 @@ class TestBot(RobotBase):
         if header == "$debug text$" and len(lines) > 1:
             text = "\n".join(lines[1:])
         if payload.get("roomId"):
-            text = _strip_mentions(text)
+            text = strip_mentions(text)
         reversed_text = text[::-1]
         return reversed_text or None
 
@@ -163,16 +171,3 @@ class TestBot(RobotBase):
         self, message: dict[str, Any], verbose: bool = False
     ) -> Any:
         return {"wx_msg_type": "TEXT", "text": "Hello Human!"}
-
-
-def _strip_mentions(text: str) -> str:
-    """Drop leading ``@name`` mentions; WeChat ends each with U+2005 (or a plain space)."""
-    text = text.strip()
-    while text.startswith("@"):
-        end = text.find("\u2005")
-        if end == -1:
-            end = text.find(" ")
-        if end == -1:
-            return ""
-        text = text[end + 1 :].lstrip()
-    return text

@@ -39,10 +39,14 @@ from .errors import (
 )
 from .protocol import BotEvent
 from .wechaty import (
+    Contacts,
+    ContactSelf,
     Friendship,
     Message,
     RoomEvent,
     RoomInvitation,
+    Rooms,
+    contact_from_wire,
     reply_to_sayables,
     sayable_to_wire,
 )
@@ -68,6 +72,7 @@ let thing
 switch (s.type) {
   case 'text': thing = s.text; break
   case 'file': thing = FileBox.fromBase64(s.base64, s.name); break
+  case 'file_url': thing = FileBox.fromUrl(s.url, { name: s.name }); break
   case 'url': thing = new bot.UrlLink(s.payload); break
   case 'mini_program': thing = new bot.MiniProgram(s.payload); break
   case 'contact': {
@@ -106,6 +111,30 @@ for (const part of parts.slice(1)) {
 if (typeof target !== 'function') throw new Error(`${args.path} is not a function`)
 return await target.apply(owner, args.params)
 """
+
+
+class _Done:
+    """An awaitable that is already finished."""
+
+    def __await__(self) -> Any:
+        return iter(())
+
+
+class _SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
+    """AsyncServer whose ``enter_room``/``leave_room`` act at once.
+
+    The original project called ``self.sio.enter_room(sid, room)`` without ``await`` (it was
+    synchronous in python-socketio 4). Joining a room is local bookkeeping, so doing it
+    immediately keeps that code working, and ``await``-ing the result still works too.
+    """
+
+    def enter_room(self, sid: str, room: str, namespace: str | None = None) -> _Done:
+        self.manager.basic_enter_room(sid, namespace or "/", room)
+        return _Done()
+
+    def leave_room(self, sid: str, room: str, namespace: str | None = None) -> _Done:
+        self.manager.basic_leave_room(sid, namespace or "/", room)
+        return _Done()
 
 
 class AmbiguousBot(MetaPuppetError, ValueError):
@@ -231,6 +260,8 @@ class SocketServerCore:
         host: str | None = None,
         port: int | None = None,
         connect_grace: float = 0.0,
+        max_concurrent_handlers: int = 256,
+        rate_limiter: Any = None,
     ) -> None:
         if server_mode not in ("aiohttp", "sanic"):
             raise ConfigError(f"unknown server_mode {server_mode!r}; MetaPuppet runs on aiohttp")
@@ -245,8 +276,11 @@ class SocketServerCore:
         self.admin_contacts = set(self.config.admin_contacts)
         self.connect_grace = connect_grace
         self.server_mode = "aiohttp"
+        self.max_concurrent_handlers = max_concurrent_handlers
+        #: consulted before every outgoing message: ``await rate_limiter.acquire(bot, chat)``
+        self.rate_limiter = rate_limiter
 
-        self.sio = socketio.AsyncServer(
+        self.sio = _SocketIOServer(
             async_mode="aiohttp",
             max_http_buffer_size=self.config.max_message_bytes,
             cors_allowed_origins=[],
@@ -257,8 +291,10 @@ class SocketServerCore:
         self.sio.attach(self.app)
         self._register_handlers()
 
-        # the original project's room bookkeeping
-        self.rooms: dict[str, Any] = {"all_rooms": set()}
+        # `rooms` is both the room look-up (`await server.rooms.find(topic=...)`) and, as a
+        # dict, the original project's Socket.IO room bookkeeping ({sender: room name}).
+        self.rooms = Rooms(self)
+        self.rooms["all_rooms"] = set()
         self.wx_room = "wx"
 
         self._pool = ThreadPoolExecutor(num_async_threads, thread_name_prefix="metapuppet-handler")
@@ -273,6 +309,10 @@ class SocketServerCore:
         self._runner: web.AppRunner | None = None
         self._loop_thread: LoopThread | None = None
         self._user_loops: list[LoopThread] = []
+        self._handler_slots: asyncio.Semaphore | None = None
+
+        #: look-ups: ``await server.contacts.find(name="Alice")``, ``server.rooms.find_all()``
+        self.contacts = Contacts(self)
 
         self.robot = robot
         if robot is not None:
@@ -311,6 +351,7 @@ class SocketServerCore:
         port = self.port if port is None else port
         self._check_bind(host)
         self._loop = asyncio.get_running_loop()
+        self._handler_slots = asyncio.Semaphore(self.max_concurrent_handlers)
         runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
@@ -407,6 +448,22 @@ class SocketServerCore:
     def bots(self) -> list[str]:
         """Names of the bots whose puppets are connected now."""
         return sorted(self._puppets)
+
+    def only_bot(self) -> str:
+        """The one connected bot's name; raises when none or several are connected."""
+        if len(self._puppets) == 1:
+            return next(iter(self._puppets))
+        if not self._puppets:
+            raise PuppetNotConnected("no puppet is connected: start the Node client")
+        raise AmbiguousBot(f"several bots are connected ({', '.join(self.bots)}): pass bot=...")
+
+    async def current_user(self, bot: str | None = None) -> ContactSelf:
+        """The bot's own account."""
+        wire = await self.exec_snippet("return bot.currentUser", bot=bot)
+        user = contact_from_wire(self, bot or self.only_bot(), wire)
+        if not isinstance(user, ContactSelf):
+            raise MetaPuppetError(f"the bot is not logged in (got {wire!r:.80})")
+        return user
 
     def list_clients(self, only_online: bool = True) -> list[dict[str, Any]]:
         return [c.to_dict() for c in self._clients.values()]
@@ -585,6 +642,10 @@ class SocketServerCore:
         """Send one thing (text, FileBox, UrlLink, ...) to a contact or room; returns its id."""
         if room is None:
             room = "@" in conversation_id
+        if self.rate_limiter is not None:
+            link = await self._pick_puppet(bot, self.connect_grace)
+            bot = link.bot
+            await self.rate_limiter.acquire(bot, conversation_id)
         args = {
             "kind": "room" if room else "contact",
             "to": conversation_id,
@@ -804,6 +865,13 @@ class SocketServerCore:
         return result
 
     async def _dispatch(self, event: BotEvent) -> None:
+        if self._handler_slots is None:
+            await self._dispatch_now(event)
+            return
+        async with self._handler_slots:
+            await self._dispatch_now(event)
+
+    async def _dispatch_now(self, event: BotEvent) -> None:
         robot = self.robot
         assert robot is not None
         try:

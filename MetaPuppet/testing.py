@@ -393,10 +393,11 @@ class MockWechat:
                 if process.returncode is not None
                 else f"did not log in within {timeout:.0f} s"
             )
+            tail = bot.node.log_tail()
             await bot.node.stop()
+            del self.bots[name]
             raise NodeClientError(
-                f"the Node client for bot {name!r} {reason}; its log ends with:\n"
-                f"{bot.node.log_tail()}"
+                f"the Node client for bot {name!r} {reason}; its log ends with:\n{tail}"
             )
         user = waiter.result()
         bot.user_id = str(user.get("id") or "")

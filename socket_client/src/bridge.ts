@@ -115,6 +115,14 @@ export class Bridge {
     if (this.socket.connected) this.transmit(entry)
   }
 
+  /** Resolves once every queued event is acknowledged, the link is down, or `timeoutMs` passed. */
+  async drain(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs
+    while (this.outbox.size > 0 && this.socket.connected && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10))
+    }
+  }
+
   close(): void {
     this.closed = true
     clearInterval(this.heartbeatTimer)

@@ -7,6 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { MAX_BOT_NAME_LENGTH } from './protocol.js'
 
 export interface MetaPuppetConfig {
   server: { host: string; port: number; token: string | null; puppet_token: string | null }
@@ -115,6 +116,9 @@ export function loadConfig(options: LoadOptions = {}): ResolvedConfig {
   }
   applyEnv(config, env)
 
+  if (config.client.bot.trim() === '' || config.client.bot.length > MAX_BOT_NAME_LENGTH) {
+    throw new ConfigError(`client.bot must be a non-empty name of at most ${MAX_BOT_NAME_LENGTH} characters (the server refuses longer ones)`)
+  }
   const token = config.server.puppet_token ?? config.server.token
   if (token === null) {
     throw new ConfigError(

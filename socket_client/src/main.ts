@@ -34,6 +34,7 @@ async function main(argv: readonly string[]): Promise<void> {
   const botName = config.client.bot
   const log = createLogger(botName)
   log.info('config: %s', resolved.configPath ?? 'built-in defaults (no config file)')
+  log.debug('modules loaded %d ms after process start', Math.round(performance.now()))
 
   let built: BuiltBot
   try {
@@ -51,11 +52,15 @@ async function main(argv: readonly string[]): Promise<void> {
   const shutdown = async (code: number): Promise<void> => {
     if (shuttingDown) return
     shuttingDown = true
+    if (code === 0) {
+      // Stop the bot first so its logout event still reaches the server.
+      await Promise.race([
+        bot.stop().catch((e: unknown) => log.debug('bot.stop() failed: %s', e)),
+        new Promise((resolve) => setTimeout(resolve, SHUTDOWN_TIMEOUT_MS).unref()),
+      ])
+      await bridge.drain(1_000)
+    }
     bridge.close()
-    await Promise.race([
-      bot.stop().catch((e: unknown) => log.debug('bot.stop() failed: %s', e)),
-      new Promise((resolve) => setTimeout(resolve, SHUTDOWN_TIMEOUT_MS).unref()),
-    ])
     process.exit(code)
   }
 
@@ -107,6 +112,7 @@ async function main(argv: readonly string[]): Promise<void> {
 
   bridge.start()
   await bot.start()
+  log.debug('bot started %d ms after process start', Math.round(performance.now()))
   mock?.login()
 }
 

@@ -95,8 +95,19 @@ export class MockKit {
     from.say(something, mentions).to(conversation)
     // The mock does not return the message; it is the last one added to its (ordered) cache.
     if (this.mocker.cacheMessagePayload.size === before) return null
-    let last: string | null = null
+    let last: string | undefined
     for (const id of this.mocker.cacheMessagePayload.keys()) last = id
+    if (last === undefined) return null
+    if (typeof something !== 'string') {
+      // The mock types most files (text/plain, application/pdf, ...) as Unknown and leaves
+      // out the file name; real puppets say Attachment/Image/... and give the name. Wechaty
+      // reads this very payload object later, so fixing it in place is enough.
+      const payload = this.mocker.cacheMessagePayload.get(last)
+      if (payload !== undefined) {
+        payload.type = fileMessageType(something)
+        payload.filename = something.name
+      }
+    }
     return last
   }
 
@@ -174,6 +185,24 @@ export class MockKit {
     this.puppet.emit('room-topic', { roomId, newTopic: String(newTopic), oldTopic, changerId, timestamp: Date.now() })
   }
 
+  /**
+   * The mock ignores alias and topic changes, so Wechaty reads the old value back (and warns
+   * that the change did not sync). Apply them to the mock's payloads, as WeChat would.
+   */
+  private applyIgnoredSetter(method: string, args: unknown[]): void {
+    const [id, value] = args
+    if (typeof id !== 'string') return
+    try {
+      if (method === 'contactAlias' && (typeof value === 'string' || value === null)) {
+        this.mocker.ContactMock.load(id).payload.alias = value ?? ''
+      } else if (method === 'roomTopic' && typeof value === 'string') {
+        this.mocker.RoomMock.load(id).payload.topic = value
+      }
+    } catch {
+      // unknown id: leave it to the puppet method to complain
+    }
+  }
+
   private contactMock(id: string): ContactMock {
     requireString(id, 'contact id')
     try {
@@ -229,7 +258,10 @@ export class MockKit {
       if (typeof original !== 'function') continue
       const bound = original.bind(puppet)
       methods[method] = (...args: unknown[]) => {
-        if (worthRecording(args)) this.calls.push({ method, args })
+        if (worthRecording(args)) {
+          this.calls.push({ method, args })
+          this.applyIgnoredSetter(method, args)
+        }
         return bound(...args)
       }
     }
@@ -248,6 +280,15 @@ function toSayable(content: SayContent): string | FileBox {
     }
   }
   throw new Error('content must be {text: string} or {file: {name: string, base64: string}}')
+}
+
+function fileMessageType(box: FileBox): types.Message {
+  const mime = box.mediaType || ''
+  const ext = box.name.toLowerCase().split('.').pop() ?? ''
+  if (mime.startsWith('image/')) return types.Message.Image
+  if (mime.startsWith('video/')) return types.Message.Video
+  if (mime.startsWith('audio/') || ext === 'silk' || ext === 'sil') return types.Message.Audio
+  return types.Message.Attachment
 }
 
 function requireString(value: unknown, what: string): asserts value is string {

@@ -19,6 +19,10 @@ export const WIRE = {
 
 export type Role = 'puppet' | 'web'
 
+/** The server refuses longer bot names and event ids. */
+export const MAX_BOT_NAME_LENGTH = 64
+export const MAX_ID_LENGTH = 256
+
 /** Sent in the Socket.IO `auth` payload when connecting. */
 export interface AuthPayload {
   token: string

@@ -124,6 +124,7 @@ describe('config', () => {
     assert.match(message, /server\.token must be/)
     assert.ok(!message.includes('12345'))
     assert.match(configError(() => loadConfig({ env: { METAPUPPET_PORT: 'x', METAPUPPET_TOKEN: 't' }, cwd: emptyCwd })).message, /METAPUPPET_PORT/)
+    assert.match(configError(() => loadConfig({ env: { METAPUPPET_BOT: 'b'.repeat(65), METAPUPPET_TOKEN: 't' }, cwd: emptyCwd })).message, /client\.bot/)
   })
 
   it('rejects unknown command-line flags with exit code 2 and the usage', () => {
