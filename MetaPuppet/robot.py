@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .router import Routable
 from .wechaty import (
     FileBox,
     Friendship,
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("MetaPuppet.robot")
 
 
-class RobotBase:
+class RobotBase(Routable):
     """Reply logic for one or more bots.
 
     Override the hooks you need; what a hook returns is sent back where the event came
@@ -38,6 +39,20 @@ class RobotBase:
     The original hooks still work: ``_process_message(message)`` receives the original
     dict shape (``message['payload']['text']``, ``roomId``, ``fromId``) and
     ``_process_friend_invitation(message)`` greets a new friend.
+
+    Routed handlers and dialogs (:mod:`MetaPuppet.router`, :mod:`MetaPuppet.dialog`) sit in
+    front of the hooks; an event that no handler takes falls through to its hook::
+
+        bot = Echo(dialog_store=SQLiteStorage("data/dialogs.db"))
+
+        @bot.command("help")
+        async def help_(msg):
+            return "send 开始 to start"
+
+        @bot.dialog(trigger="开始")
+        async def intro(d):
+            name = await d.ask("你叫什么名字?")
+            await d.say(f"你好, {name}")
     """
 
     #: Hand the bot's own messages to the hooks too (off: a bot never answers itself).

@@ -38,6 +38,7 @@ from .errors import (
     SnippetTimeout,
 )
 from .protocol import BotEvent
+from .ratelimit import RateLimiter
 from .wechaty import (
     Contacts,
     ContactSelf,
@@ -261,7 +262,8 @@ class SocketServerCore:
         port: int | None = None,
         connect_grace: float = 0.0,
         max_concurrent_handlers: int = 256,
-        rate_limiter: Any = None,
+        rate_limiter: Any = "default",
+        max_queued_events: int = 10_000,
     ) -> None:
         if server_mode not in ("aiohttp", "sanic"):
             raise ConfigError(f"unknown server_mode {server_mode!r}; MetaPuppet runs on aiohttp")
@@ -277,8 +279,12 @@ class SocketServerCore:
         self.connect_grace = connect_grace
         self.server_mode = "aiohttp"
         self.max_concurrent_handlers = max_concurrent_handlers
-        #: consulted before every outgoing message: ``await rate_limiter.acquire(bot, chat)``
-        self.rate_limiter = rate_limiter
+        #: events accepted but not yet handled; past this, new events wait (never dropped)
+        self.max_queued_events = max_queued_events
+        #: consulted before every outgoing message: ``await rate_limiter.acquire(bot, chat)``;
+        #: "default" is a :class:`~MetaPuppet.ratelimit.RateLimiter` with WeChat-safe limits,
+        #: None sends at full speed (tests, benchmarks)
+        self.rate_limiter = RateLimiter() if rate_limiter == "default" else rate_limiter
 
         self.sio = _SocketIOServer(
             async_mode="aiohttp",
@@ -310,6 +316,8 @@ class SocketServerCore:
         self._loop_thread: LoopThread | None = None
         self._user_loops: list[LoopThread] = []
         self._handler_slots: asyncio.Semaphore | None = None
+        self._queue_slots: asyncio.Semaphore | None = None
+        self._accepting = False
 
         #: look-ups: ``await server.contacts.find(name="Alice")``, ``server.rooms.find_all()``
         self.contacts = Contacts(self)
@@ -352,7 +360,12 @@ class SocketServerCore:
         self._check_bind(host)
         self._loop = asyncio.get_running_loop()
         self._handler_slots = asyncio.Semaphore(self.max_concurrent_handlers)
-        runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
+        self._queue_slots = asyncio.Semaphore(self.max_queued_events)
+        self._accepting = True
+        # open websockets would hold a graceful shutdown for a minute; clients reconnect
+        runner = web.AppRunner(
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=2.0
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         try:
@@ -371,6 +384,9 @@ class SocketServerCore:
         """Disconnect every client, let running handlers finish (up to a deadline), close."""
         if self._runner is None:
             return
+        self._accepting = False  # clients that reconnect meanwhile are refused
+        for site in list(self._runner.sites):
+            await site.stop()
         for sid in list(self._clients):
             try:
                 await self.sio.disconnect(sid)
@@ -384,6 +400,7 @@ class SocketServerCore:
             _, still = await asyncio.wait(pending, timeout=handler_deadline)
             for task in still:
                 task.cancel()
+        await self.sio.shutdown()
         await self._runner.cleanup()
         self._runner = None
         self._pool.shutdown(wait=False)
@@ -701,6 +718,8 @@ class SocketServerCore:
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         request = environ.get("aiohttp.request")
         remote = getattr(request, "remote", None) or environ.get("REMOTE_ADDR")
+        if not self._accepting:
+            raise socketio.exceptions.ConnectionRefusedError("the server is shutting down")
         try:
             parsed = protocol.parse_auth(auth)
         except ProtocolError as exc:
@@ -837,10 +856,17 @@ class SocketServerCore:
                 log.exception("event listener %r failed", listener)
         if self.robot is None:
             return
+        queue_slots = self._queue_slots
+        if queue_slots is not None:
+            # a full queue holds the event here, so its acknowledgement waits and the Node
+            # client keeps it in its outbox: back-pressure, not loss
+            await queue_slots.acquire()
         key = (event.bot, _chat_of(event))
         previous = self._chat_tails.get(key)
         task = self._spawn(self._after(previous, self._dispatch(event)))
         self._chat_tails[key] = task
+        if queue_slots is not None:
+            task.add_done_callback(lambda _: queue_slots.release())
 
         def forget(done: asyncio.Task[Any]) -> None:
             if self._chat_tails.get(key) is done:
@@ -864,6 +890,14 @@ class SocketServerCore:
             result = await result
         return result
 
+    async def _call_robot(self, hook: str, view: Any) -> Any:
+        """Hand an event to the robot: its routed handlers and dialogs, else the hook."""
+        robot = self.robot
+        route_event = getattr(robot, "route_event", None)
+        if route_event is not None:
+            return await route_event(self, hook, view)
+        return await self.call_handler(getattr(robot, hook), view)
+
     async def _dispatch(self, event: BotEvent) -> None:
         if self._handler_slots is None:
             await self._dispatch_now(event)
@@ -879,19 +913,19 @@ class SocketServerCore:
                 await self._dispatch_message(event)
             elif event.name == "friendship":
                 friendship = Friendship(self, event.bot, event.payload)
-                reply = await self.call_handler(robot.on_friendship, friendship)
+                reply = await self._call_robot("on_friendship", friendship)
                 await self.send_reply(reply, to=friendship.contact.id, bot=event.bot, room=False)
             elif event.name == "room-invite":
                 invitation = RoomInvitation(self, event.bot, event.payload)
-                await self.call_handler(robot.on_room_invite, invitation)
+                await self._call_robot("on_room_invite", invitation)
             elif event.name in ("room-join", "room-leave", "room-topic"):
                 room_event = RoomEvent(self, event.bot, event.name, event.payload)
                 hook = {
-                    "room-join": robot.on_room_join,
-                    "room-leave": robot.on_room_leave,
-                    "room-topic": robot.on_room_topic,
+                    "room-join": "on_room_join",
+                    "room-leave": "on_room_leave",
+                    "room-topic": "on_room_topic",
                 }[event.name]
-                reply = await self.call_handler(hook, room_event)
+                reply = await self._call_robot(hook, room_event)
                 await self.send_reply(reply, to=room_event.room.id, bot=event.bot, room=True)
             else:
                 await self.call_handler(robot.on_bot_event, event)
@@ -912,7 +946,7 @@ class SocketServerCore:
             return
         if await self._maybe_debug_command(message):
             return
-        reply = await self.call_handler(robot.on_message, message)
+        reply = await self._call_robot("on_message", message)
         await self.send_reply(
             reply, to=message.conversation_id, bot=event.bot, room=message.room is not None
         )

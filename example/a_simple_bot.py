@@ -33,9 +33,9 @@ if __name__ == "__main__":
     a_server.run()
 
     print("Waiting for the Node client (start it with `metapuppet client`)...", flush=True)
-    bot_name = a_server.wait_for_puppet(timeout=120)
-    print(f"bot {bot_name!r} connected; answering messages until Ctrl-C", flush=True)
     try:
+        bot_name = a_server.wait_for_puppet(timeout=120)
+        print(f"bot {bot_name!r} connected; answering messages until Ctrl-C", flush=True)
         while True:
             time.sleep(1)
     except KeyboardInterrupt:

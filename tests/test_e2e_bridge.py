@@ -219,3 +219,19 @@ async def test_two_bot_accounts_each_answer_only_their_own_messages():
         assert alice_one.pending_replies() == [] and alice_two.pending_replies() == []
         replies_two = [e for e in wx.bot("two").events if e.name == "message" and e.payload.get("self")]
         assert all("one got" not in e.payload.get("text", "") for e in replies_two)
+
+
+async def test_debug_command_runs_only_for_listed_admins_in_debug_mode():
+    async with mock_wechat(TestBot()) as wx:
+        admin = await wx.contact("Admin")
+        mallory = await wx.contact("Mallory")
+        command = "$debug$\nreturn 40 + 2"
+        # debug mode off: even an admin's command is just text (TestBot reverses it)
+        wx.server.admin_contacts = {admin.id}
+        await admin.say(command)
+        assert (await admin.next_reply()).text == command[::-1]
+        wx.server.debug_mode = True
+        await mallory.say(command)  # not an admin: text, and a warning is logged
+        assert (await mallory.next_reply()).text == command[::-1]
+        await admin.say(command)
+        assert (await admin.next_reply()).text == "$debug$ result: 42"
