@@ -205,7 +205,10 @@ export class Bridge {
         this.retryLater()
         return
       }
-      const message = `cannot connect to the MetaPuppet server at ${url}: ${reason}; retrying (is the server running?)`
+      // Transport errors carry the system error (e.g. ECONNREFUSED) in `description`.
+      const cause = (err as { description?: { message?: unknown } }).description?.message
+      const detail = typeof cause === 'string' && cause !== '' && cause !== reason ? `${reason}: ${cause}` : reason
+      const message = `cannot connect to the MetaPuppet server at ${url} (${detail}); retrying (is the server running?)`
       if (this.failedAttempts <= 3 || this.failedAttempts % 10 === 0) {
         log.warn('%s [attempt %d]', message, this.failedAttempts)
       } else {

@@ -32,6 +32,7 @@ export async function buildBot(config: MetaPuppetConfig): Promise<BuiltBot> {
     const puppet = new PuppetMock({ mocker })
     // No `name`: Wechaty then keeps its memory card in memory instead of writing <name>.memory-card.json.
     const bot = WechatyBuilder.build({ puppet })
+    guardErrors(bot)
     const kit = new MockKit(mocker, puppet, config.mock.user_name)
     return { bot, puppetName, isMock: true, mocker, mock: kit }
   }
@@ -43,7 +44,17 @@ export async function buildBot(config: MetaPuppetConfig): Promise<BuiltBot> {
     puppet: puppetName as 'wechaty-puppet-service',
     puppetOptions,
   })
+  guardErrors(bot)
   return { bot, puppetName, isMock: false, mocker: null, mock: null }
+}
+
+/**
+ * An `error` event without a listener crashes the process (EventEmitter semantics), and the
+ * mock raises some on its own. events.ts logs and forwards them; this keeps a bot built
+ * without events.ts alive too.
+ */
+function guardErrors(bot: Wechaty): void {
+  bot.on('error', () => {})
 }
 
 async function requirePuppetPackage(name: string): Promise<void> {
