@@ -16,6 +16,14 @@ from __future__ import annotations
 
 from . import utils
 from .config import Config, load_config
+from .dialog import (
+    Dialog,
+    DialogError,
+    DialogReplayError,
+    SideEffectFailed,
+    SideEffectInterrupted,
+    UnexpectedAnswer,
+)
 from .errors import (
     ConfigError,
     MetaPuppetError,
@@ -27,8 +35,11 @@ from .errors import (
     SnippetTimeout,
 )
 from .protocol import PROTOCOL_VERSION, BotEvent
+from .ratelimit import Rate, RateLimiter
 from .robot import RobotBase, TestBot
+from .router import CONTINUE, Invocation, Router, log_calls, throttle
 from .server import AmbiguousBot, PuppetLink, SocketServerCore
+from .storage import BaseStorage, MemoryStorage, SQLiteStorage, StorageKey
 from .sweet import SweetSocketServer
 from .wechaty import (
     Contact,
@@ -52,8 +63,10 @@ from .wechaty import (
 __version__ = "0.2.0"
 
 __all__ = [
+    "CONTINUE",
     "PROTOCOL_VERSION",
     "AmbiguousBot",
+    "BaseStorage",
     "BotEvent",
     "Config",
     "ConfigError",
@@ -62,9 +75,14 @@ __all__ = [
     "ContactSelf",
     "ContactType",
     "Contacts",
+    "Dialog",
+    "DialogError",
+    "DialogReplayError",
     "FileBox",
     "Friendship",
     "FriendshipType",
+    "Invocation",
+    "MemoryStorage",
     "Message",
     "MessageType",
     "MetaPuppetError",
@@ -73,18 +91,28 @@ __all__ = [
     "PuppetDisconnected",
     "PuppetLink",
     "PuppetNotConnected",
+    "Rate",
+    "RateLimiter",
     "RobotBase",
     "Room",
     "RoomEvent",
     "RoomInvitation",
     "Rooms",
+    "Router",
+    "SQLiteStorage",
+    "SideEffectFailed",
+    "SideEffectInterrupted",
     "SnippetCompileError",
     "SnippetError",
     "SnippetTimeout",
     "SocketServerCore",
+    "StorageKey",
     "SweetSocketServer",
     "TestBot",
+    "UnexpectedAnswer",
     "UrlLink",
     "load_config",
+    "log_calls",
+    "throttle",
     "utils",
 ]

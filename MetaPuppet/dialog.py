@@ -41,7 +41,7 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from .errors import MetaPuppetError
 from .router import CONTINUE, FlowControl, Invocation, Route, call_function, invoke, message_text
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from .server import SocketServerCore
 
 log = logging.getLogger("MetaPuppet.dialog")
+T = TypeVar("T")
 
 #: Seconds a dialog waits for an answer before it ends (the old wechat-dialog trick's value).
 DEFAULT_TIMEOUT: Final = 60.0
@@ -220,6 +221,7 @@ class Dialog:
         """Ask for a whole number. A wrong answer is asked again with ``retry`` (up to
         ``attempts`` times); without ``retry``, or after that, :class:`UnexpectedAnswer`
         ends the dialog and the answer is routed as a new message."""
+
         def parse(text: str) -> int | None:
             try:
                 value = int(text)
@@ -229,8 +231,7 @@ class Dialog:
                 return None
             return value
 
-        result: int = await self._ask_until(prompt, retry, attempts, parse)
-        return result
+        return await self._ask_until(prompt, retry, attempts, parse)
 
     async def ask_yes_no(
         self,
@@ -261,8 +262,8 @@ class Dialog:
         return await self._ask_until(prompt, retry, attempts, options.get)
 
     async def _ask_until(
-        self, prompt: Any, retry: Any, attempts: int, parse: Callable[[str], Any]
-    ) -> Any:
+        self, prompt: Any, retry: Any, attempts: int, parse: Callable[[str], T | None]
+    ) -> T:
         answer = await self.ask(prompt)
         wrong = 0
         while True:
@@ -409,7 +410,9 @@ class DialogManager:
         if pending is not None and pending.get("d") is not None and pending["d"] <= time.time():
             await self._end(key)
             if spec.timeout_message is not None:
-                await self._send(server, key, bool(state["trigger"].get("roomId")), spec.timeout_message)
+                await self._send(
+                    server, key, bool(state["trigger"].get("roomId")), spec.timeout_message
+                )
             return CONTINUE
         text = message_text(message)
         if text.casefold() in spec.cancel_words:
@@ -492,7 +495,9 @@ class DialogManager:
         if state is None or state.get("saved"):
             await self.store.delete(key)
 
-    async def _send(self, server: SocketServerCore, key: StorageKey, room: bool, something: Any) -> None:
+    async def _send(
+        self, server: SocketServerCore, key: StorageKey, room: bool, something: Any
+    ) -> None:
         await server.send_reply(something, to=key.chat, bot=key.bot, room=room)
 
     # ---------------------------------------------------------------- timeouts
@@ -511,13 +516,17 @@ class DialogManager:
         if timer is not None:
             timer.cancel()
 
-    def _time_is_up(self, server: SocketServerCore, key: StorageKey, dialog_id: str, asked: int) -> None:
+    def _time_is_up(
+        self, server: SocketServerCore, key: StorageKey, dialog_id: str, asked: int
+    ) -> None:
         self._timers.pop(key, None)
         task = asyncio.get_running_loop().create_task(self._expire(server, key, dialog_id, asked))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _expire(self, server: SocketServerCore, key: StorageKey, dialog_id: str, asked: int) -> None:
+    async def _expire(
+        self, server: SocketServerCore, key: StorageKey, dialog_id: str, asked: int
+    ) -> None:
         try:
             if key.bot not in server.bots:
                 # this server is gone (or the bot is offline): whoever gets the participant's

@@ -107,32 +107,40 @@ class RateLimiter:
         self._chats: dict[tuple[str, str], TokenBucket] = {}
         self._bots: dict[str, TokenBucket] = {}
 
-    def reserve(self, bot: str, chat: str) -> float:
-        """Reserve one send to ``chat`` on ``bot``; returns how long to wait before it."""
-        now = self._clock()
-        at = now
-        if self.per_chat is not None:
-            bucket = self._chats.get((bot, chat))
-            if bucket is None:
-                if len(self._chats) >= self._max_idle_chats:
-                    self._forget_idle(now)
-                bucket = self._chats[(bot, chat)] = TokenBucket(self.per_chat)
-            at = bucket.reserve(at)
-        if self.per_bot is not None:
-            bot_bucket = self._bots.get(bot)
-            if bot_bucket is None:
-                bot_bucket = self._bots[bot] = TokenBucket(self.per_bot)
-            at = bot_bucket.reserve(at)
-        return at - now
-
     async def acquire(self, bot: str, chat: str) -> float:
-        """Wait until a send to ``chat`` on ``bot`` is within the limits; returns the wait."""
-        delay = self.reserve(bot, chat)
+        """Wait until a send to ``chat`` on ``bot`` is within the limits; returns the wait.
+
+        The chat's slot is booked first; the bot's slot is booked when that wait is over,
+        so a chat held back by its own limit never holds back the bot's other chats.
+        """
+        waited = 0.0
+        if self.per_chat is not None:
+            waited += await self._wait(self._chat_bucket(bot, chat), bot, chat)
+        if self.per_bot is not None:
+            bucket = self._bots.get(bot)
+            if bucket is None:
+                bucket = self._bots[bot] = TokenBucket(self.per_bot)
+            waited += await self._wait(bucket, bot, chat)
+        if waited >= 1.0:
+            log.info("rate limit: a message to %s on bot %r waited %.1f s", chat, bot, waited)
+        return waited
+
+    async def _wait(self, bucket: TokenBucket, bot: str, chat: str) -> float:
+        now = self._clock()
+        delay = bucket.reserve(now) - now
         if delay > 0:
-            if delay >= 1.0:
-                log.info("rate limit: a message to %s on bot %r waits %.1f s", chat, bot, delay)
             await self._sleep(delay)
-        return delay
+            return delay
+        return 0.0
+
+    def _chat_bucket(self, bot: str, chat: str) -> TokenBucket:
+        bucket = self._chats.get((bot, chat))
+        if bucket is None:
+            assert self.per_chat is not None
+            if len(self._chats) >= self._max_idle_chats:
+                self._forget_idle(self._clock())
+            bucket = self._chats[(bot, chat)] = TokenBucket(self.per_chat)
+        return bucket
 
     def _forget_idle(self, now: float) -> None:
         for key in [k for k, bucket in self._chats.items() if bucket.idle(now)]:

@@ -132,7 +132,9 @@ def _contains_filter(values: frozenset[str], text_of: Callable[[Any], str]) -> F
     return lambda event: any(v in text_of(event) for v in values)
 
 
-def _room_filter(room: bool | str | Iterable[str], room_of: Callable[[Any], tuple[str, str]]) -> Filter:
+def _room_filter(
+    room: bool | str | Iterable[str], room_of: Callable[[Any], tuple[str, str]]
+) -> Filter:
     if isinstance(room, bool):
         wanted = room
         return lambda event: bool(room_of(event)[0]) == wanted
@@ -140,7 +142,9 @@ def _room_filter(room: bool | str | Iterable[str], room_of: Callable[[Any], tupl
     return lambda event: not names.isdisjoint(room_of(event))
 
 
-def _contact_filter(contact: str | Iterable[str], contact_of: Callable[[Any], tuple[str, str]]) -> Filter:
+def _contact_filter(
+    contact: str | Iterable[str], contact_of: Callable[[Any], tuple[str, str]]
+) -> Filter:
     names = _strings(contact, "contact=")
     return lambda event: not names.isdisjoint(contact_of(event))
 
@@ -201,9 +205,7 @@ def _message_filters(
     if contact is not None:
         filters.append(_contact_filter(contact, _message_talker))
     if type is not None:
-        kinds = frozenset(
-            MessageType(t) for t in ([type] if isinstance(type, int) else list(type))
-        )
+        kinds = frozenset(MessageType(t) for t in ([type] if isinstance(type, int) else list(type)))
         filters.append(lambda message: message.type in kinds)
     if mention_self is not None:
         wanted = bool(mention_self)
@@ -306,7 +308,9 @@ def _wanted_arguments(func: Callable[..., Any]) -> frozenset[str] | None:
     return frozenset(p.name for p in parameters) & INJECTABLE
 
 
-async def call_function(server: SocketServerCore | None, func: Callable[..., Any], *args: Any) -> Any:
+async def call_function(
+    server: SocketServerCore | None, func: Callable[..., Any], *args: Any
+) -> Any:
     """Call user code: coroutines on the loop, plain functions in the server's thread pool."""
     if server is not None:
         return await server.call_handler(func, *args)
@@ -372,7 +376,9 @@ class Router:
     (a string, or several; ``""`` accepts bare words).
     """
 
-    def __init__(self, name: str | None = None, *, command_prefix: str | Iterable[str] = "/") -> None:
+    def __init__(
+        self, name: str | None = None, *, command_prefix: str | Iterable[str] = "/"
+    ) -> None:
         self.name = name or f"router-{id(self):x}"
         prefixes = (command_prefix,) if isinstance(command_prefix, str) else tuple(command_prefix)
         # longest first, so "//" wins over "/"
@@ -384,7 +390,9 @@ class Router:
         self._flat: dict[str, tuple[int, list[Route]]] = {}
 
     def __repr__(self) -> str:
-        return f"Router({self.name!r}, handlers={len(self._handlers)}, routers={len(self._routers)})"
+        return (
+            f"Router({self.name!r}, handlers={len(self._handlers)}, routers={len(self._routers)})"
+        )
 
     # ---------------------------------------------------------------- registration
 
@@ -502,9 +510,7 @@ class Router:
             kinds = frozenset([type] if isinstance(type, int) else type)
             filters.append(lambda friendship: friendship.type in kinds)
         if contact is not None:
-            filters.append(
-                _contact_filter(contact, lambda f: (f.contact.id, f.contact.name))
-            )
+            filters.append(_contact_filter(contact, lambda f: (f.contact.id, f.contact.name)))
         if contains is not None:
             filters.append(_contains_filter(_strings(contains, "contains="), lambda f: f.hello))
         if regex is not None:
@@ -599,7 +605,12 @@ class Router:
     ) -> Callable[[F], F]:
         """A multi-step conversation started by ``trigger`` (exact text, or a compiled
         regex), ``command``, or the message filters. See :mod:`MetaPuppet.dialog`."""
-        from .dialog import DEFAULT_CANCEL_MESSAGE, DEFAULT_CANCEL_WORDS, DEFAULT_TIMEOUT, DialogSpec
+        from .dialog import (
+            DEFAULT_CANCEL_MESSAGE,
+            DEFAULT_CANCEL_WORDS,
+            DEFAULT_TIMEOUT,
+            DialogSpec,
+        )
 
         text: str | Iterable[str] | None = None
         if isinstance(trigger, re.Pattern):
@@ -640,7 +651,8 @@ class Router:
                 timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
                 timeout_message=timeout_message,
                 cancel_words=frozenset(
-                    w.casefold() for w in (DEFAULT_CANCEL_WORDS if cancel_words is None else cancel_words)
+                    w.casefold()
+                    for w in (DEFAULT_CANCEL_WORDS if cancel_words is None else cancel_words)
                 ),
                 cancel_message=DEFAULT_CANCEL_MESSAGE if cancel_message is ... else cancel_message,
                 error_message=error_message,
@@ -862,8 +874,10 @@ def _mark(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callabl
 
 
 def _is_bare_decorator_use(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    return len(args) == 1 and not kwargs and (
-        inspect.isroutine(args[0]) or isinstance(args[0], functools.partial)
+    return (
+        len(args) == 1
+        and not kwargs
+        and (inspect.isroutine(args[0]) or isinstance(args[0], functools.partial))
     )
 
 

@@ -12,15 +12,19 @@ import hmac
 import inspect
 import ipaddress
 import logging
+import json
+import os
 import random
 import re
+import signal
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from concurrent.futures import Future as ConcurrentFuture
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import socketio
@@ -37,6 +41,7 @@ from .errors import (
     PuppetNotConnected,
     SnippetTimeout,
 )
+from .presence import ClientInfo, Presence
 from .protocol import BotEvent
 from .ratelimit import RateLimiter
 from .wechaty import (
@@ -62,6 +67,11 @@ T = TypeVar("T")
 # Node side enforces; past this margin the puppet itself is not answering.
 ANSWER_MARGIN_S = 5.0
 SEEN_EVENT_IDS = 50_000
+# failed authentications from one address: this many per window are free, then each
+# refusal is held back longer, up to the cap
+AUTH_WINDOW_S = 60.0
+AUTH_FREE_FAILURES = 5
+AUTH_MAX_DELAY_S = 5.0
 _FUNC_PATH = re.compile(r"^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$")
 
 # Constant snippets. Data arrives in `args`; nothing is ever formatted into them.
@@ -111,6 +121,27 @@ for (const part of parts.slice(1)) {
 }
 if (typeof target !== 'function') throw new Error(`${args.path} is not a function`)
 return await target.apply(owner, args.params)
+"""
+
+
+SNAPSHOT_SNIPPET = """
+const contacts = await bot.Contact.findAll()
+const rooms = await bot.Room.findAll()
+const roomRecords = []
+for (const room of rooms) {
+  let members = []
+  try {
+    members = (await room.memberAll()).map((member) => member.id)
+  } catch (error) {
+    log.warn(`snapshot: members of ${room.id}: ${error}`)
+  }
+  roomRecords.push({ id: room.id, payload: room.payload ?? null, memberIds: members })
+}
+return {
+  user: bot.isLoggedIn ? bot.currentUser : null,
+  contacts: contacts.map((contact) => ({ id: contact.id, payload: contact.payload ?? null })),
+  rooms: roomRecords,
+}
 """
 
 
@@ -202,30 +233,6 @@ class SocketPuppetLink(PuppetLink):
         self._pending.clear()
 
 
-@dataclass
-class ClientInfo:
-    """A connected client as the server sees it."""
-
-    sid: str
-    role: str
-    bot: str | None
-    remote: str | None
-    connected_at: float = field(default_factory=time.time)
-    last_heartbeat: float | None = None
-    logged_in_as: dict[str, Any] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "sid": self.sid,
-            "role": self.role,
-            "bot": self.bot,
-            "remote": self.remote,
-            "connected_at": self.connected_at,
-            "last_heartbeat": self.last_heartbeat,
-            "logged_in_as": self.logged_in_as,
-        }
-
-
 def _is_loopback(host: str) -> bool:
     if host in ("localhost", ""):
         return host == "localhost"
@@ -260,7 +267,10 @@ class SocketServerCore:
         token: str | None = None,
         host: str | None = None,
         port: int | None = None,
-        connect_grace: float = 0.0,
+        connect_grace: float = 10.0,
+        stall_timeout: float | None = None,
+        restart_stalled_bots: bool = False,
+        data_dir: str | os.PathLike[str] | None = None,
         max_concurrent_handlers: int = 256,
         rate_limiter: Any = "default",
         max_queued_events: int = 10_000,
@@ -271,12 +281,23 @@ class SocketServerCore:
             raise ConfigError(f"num_async_threads must be at least 1, got {num_async_threads}")
         self.config = config if config is not None else load_config()
         self._token = token or self.config.token
+        # a role-specific token, when configured, opens only that role
+        self._puppet_token: str | None = self.config.raw["server"].get("puppet_token")
+        self._web_token: str | None = self.config.raw["server"].get("web_token")
         self.host = host or self.config.host
         self.port = port if port is not None else self.config.port
         self.num_async_threads = num_async_threads
         self.debug_mode = self.config.debug_mode if debug_mode is None else debug_mode
         self.admin_contacts = set(self.config.admin_contacts)
+        #: how long a call waits for a puppet that was connected before to come back
         self.connect_grace = connect_grace
+        #: a puppet with no sign of a working Wechaty for this long is reported stalled
+        self.stall_timeout = float(
+            stall_timeout if stall_timeout is not None else self.config.raw["server"].get("stall_timeout_s", 90)
+        )
+        self.restart_stalled_bots = restart_stalled_bots
+        #: where seen event ids and contact snapshots are kept (None: nothing is written)
+        self.data_dir = Path(data_dir) if data_dir is not None else None
         self.server_mode = "aiohttp"
         self.max_concurrent_handlers = max_concurrent_handlers
         #: events accepted but not yet handled; past this, new events wait (never dropped)
@@ -307,9 +328,17 @@ class SocketServerCore:
         self._puppets: dict[str, PuppetLink] = {}
         self._clients: dict[str, ClientInfo] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._inflight: dict[str, asyncio.Task[Any]] = {}
+        self._presence = Presence(self._presence_changed)
+        self._known_bots: set[str] = set()
+        self._auth_failures: OrderedDict[str, list[float]] = OrderedDict()
+        self._stall_hooks: list[Callable[[str, dict[str, Any]], Any]] = []
+        self._shutdown_hooks: list[Callable[[], Any]] = []
+        self._previous_signal_handlers: dict[int, Any] = {}
         self._listeners: list[Callable[[BotEvent], Any]] = []
         self._chat_tails: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         self._puppet_waiters: list[asyncio.Future[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -336,6 +365,28 @@ class SocketServerCore:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def _token_opens(self, token: str, role: str) -> bool:
+        """Constant-time check of ``token`` against the tokens that open ``role``."""
+        candidates = [self._token, self._puppet_token if role == "puppet" else self._web_token]
+        given = token.encode()
+        matched = False
+        for candidate in candidates:
+            if candidate:
+                matched |= hmac.compare_digest(given, candidate.encode())
+        return matched
+
+    def _auth_failed(self, remote: str | None) -> float:
+        """Count a failed authentication from ``remote``; how long to hold the refusal."""
+        now = time.monotonic()
+        key = remote or "?"
+        recent = [t for t in self._auth_failures.pop(key, []) if now - t < AUTH_WINDOW_S]
+        recent.append(now)
+        self._auth_failures[key] = recent
+        while len(self._auth_failures) > 10_000:
+            self._auth_failures.popitem(last=False)
+        excess = len(recent) - AUTH_FREE_FAILURES
+        return 0.0 if excess <= 0 else min(AUTH_MAX_DELAY_S, 0.1 * 2 ** (excess - 1))
 
     def _check_bind(self, host: str) -> str:
         if not self._token:
@@ -374,6 +425,8 @@ class SocketServerCore:
             await runner.cleanup()
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         self._runner = runner
+        self._load_seen_ids()
+        self._spawn(self._watch_stalls(), track=False)
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []
         self.host = host
@@ -381,10 +434,32 @@ class SocketServerCore:
         log.info("MetaPuppet server listening on %s", self.url)
 
     async def stop(self, handler_deadline: float = 5.0) -> None:
-        """Disconnect every client, let running handlers finish (up to a deadline), close."""
+        """Stop gracefully: take no new events, let running handlers finish (up to
+        ``handler_deadline`` seconds), run the shutdown hooks (dialog state, snapshots), then
+        disconnect every client and close.
+
+        Events that arrive meanwhile are answered "unavailable", so the Node client keeps
+        them and sends them again to the next server.
+        """
         if self._runner is None:
             return
-        self._accepting = False  # clients that reconnect meanwhile are refused
+        self._accepting = False  # new events and new connections are turned away
+        pending = [t for t in self._tasks if not t.done() and t is not asyncio.current_task()]
+        if pending:
+            _, still = await asyncio.wait(pending, timeout=handler_deadline)
+            for task in still:
+                log.warning("a handler did not finish within %.1f s; cancelled", handler_deadline)
+                task.cancel()
+            if still:
+                await asyncio.wait(still, timeout=1.0)
+        for hook in list(self._shutdown_hooks):
+            try:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, handler_deadline)
+            except Exception:
+                log.exception("shutdown hook %r failed", hook)
+        self._save_seen_ids()
         for site in list(self._runner.sites):
             await site.stop()
         for sid in list(self._clients):
@@ -395,11 +470,8 @@ class SocketServerCore:
         for link in list(self._puppets.values()):
             link.close("server stopping")
         self._puppets.clear()
-        pending = [t for t in self._tasks if not t.done()]
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=handler_deadline)
-            for task in still:
-                task.cancel()
+        for task in list(self._background):
+            task.cancel()
         await self.sio.shutdown()
         await self._runner.cleanup()
         self._runner = None
@@ -409,11 +481,43 @@ class SocketServerCore:
         )
         log.info("MetaPuppet server stopped")
 
+    def on_shutdown(self, hook: Callable[[], Any]) -> Callable[[], Any]:
+        """Register ``hook`` (sync or async) to run during a graceful stop, after the last
+        handler finished and before clients are disconnected; usable as a decorator."""
+        self._shutdown_hooks.append(hook)
+        return hook
+
     def run(self, host: str | None = None, port: int | None = None) -> None:
         """Start the server on a background loop thread and return (the original's style)."""
         if self._loop_thread is None:
             self._loop_thread = LoopThread("metapuppet-server")
         self._loop_thread.submit(self.start(host, port)).result(30)
+        if threading.current_thread() is threading.main_thread():
+            self.install_signal_handlers()
+
+    def install_signal_handlers(self) -> None:
+        """On SIGINT/SIGTERM stop gracefully, then chain to the handler installed before
+        (SIGINT's default raises KeyboardInterrupt as usual); with none, exit 0.
+
+        :meth:`run` installs them when called from the main thread.
+        """
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous_signal_handlers[signum] = signal.getsignal(signum)
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        log.info("signal %s: stopping gracefully", signal.Signals(signum).name)
+        try:
+            self.shutdown()
+        except Exception:
+            log.exception("graceful stop failed")
+        previous = self._previous_signal_handlers.get(signum)
+        for sig, handler in self._previous_signal_handlers.items():
+            signal.signal(sig, handler)
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise SystemExit(0)
 
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop a server started with :meth:`run` and end its loop thread."""
@@ -451,6 +555,7 @@ class SocketServerCore:
             if old_sid is not None:
                 self._spawn(self.sio.disconnect(old_sid))
         self._puppets[link.bot] = link
+        self._known_bots.add(link.bot)
         waiters, self._puppet_waiters = self._puppet_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -483,7 +588,62 @@ class SocketServerCore:
         return user
 
     def list_clients(self, only_online: bool = True) -> list[dict[str, Any]]:
-        return [c.to_dict() for c in self._clients.values()]
+        """Clients with role, bot, address, status (online/stalled/offline), login and last
+        heartbeat; ``only_online=False`` includes those that went away."""
+        return self._presence.list(only_online)
+
+    def _presence_changed(self, info: ClientInfo, old: str, new: str) -> None:
+        who = f"bot {info.bot!r}" if info.role == "puppet" else f"web client {info.sid}"
+        log.info("%s: %s -> %s", who, old, new)
+        if self._loop is not None and self._runner is not None:
+            self._spawn(self.sio.emit("presence", info.to_dict(), room="web"), track=False)
+
+    def on_puppet_stalled(self, hook: Callable[[str, dict[str, Any]], Any]) -> Callable[..., Any]:
+        """Register ``hook(bot, client_info)`` for puppets whose Wechaty went silent; usable
+        as a decorator. The robot's ``on_puppet_stalled`` is called too."""
+        self._stall_hooks.append(hook)
+        return hook
+
+    async def restart_bot(self, bot: str | None = None, timeout: float = 60.0) -> None:
+        """Tell the Node client to stop and start its Wechaty bot again."""
+        link = await self._pick_puppet(bot, 0.0)
+        answer = await link.call("control", {"action": "restart-bot"}, timeout)
+        protocol.unwrap_exec_response(answer, bot=link.bot)
+
+    async def _watch_stalls(self) -> None:
+        while True:
+            await asyncio.sleep(max(0.05, min(self.stall_timeout / 4, 5.0)))
+            for info in self._presence.stalled(self.stall_timeout):
+                assert info.bot is not None
+                log.warning(
+                    "bot %r stalled: no sign of a working Wechaty for %.0f s",
+                    info.bot,
+                    self.stall_timeout,
+                )
+                self._spawn(self._report_stall(info.bot, info.to_dict()), track=False)
+
+    async def _report_stall(self, bot: str, details: dict[str, Any]) -> None:
+        hooks = list(self._stall_hooks)
+        robot_hook = getattr(self.robot, "on_puppet_stalled", None)
+        if robot_hook is not None:
+            hooks.append(robot_hook)
+        for hook in hooks:
+            try:
+                await self.call_handler(hook, bot, details)
+            except Exception:
+                log.exception("on_puppet_stalled hook %r failed", hook)
+        if self.restart_stalled_bots:
+            try:
+                await self.restart_bot(bot)
+                log.info("asked bot %r to restart its Wechaty", bot)
+            except MetaPuppetError as exc:
+                log.warning("could not restart bot %r: %s", bot, exc)
+
+    def _grace_for(self, bot: str | None) -> float:
+        """Wait for a puppet only if it was connected before (it may be reconnecting);
+        a bot never seen fails at once."""
+        known = bot in self._known_bots if bot is not None else bool(self._known_bots)
+        return self.connect_grace if known else 0.0
 
     async def _pick_puppet(self, bot: str | None, grace: float) -> PuppetLink:
         deadline = time.monotonic() + grace
@@ -573,7 +733,7 @@ class SocketServerCore:
             raise ValueError("code must be a non-empty string of TypeScript")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
-        link = await self._pick_puppet(bot, self.connect_grace)
+        link = await self._pick_puppet(bot, self._grace_for(bot))
         answer = await link.call(
             protocol.EV_EXEC,
             protocol.exec_request(code, {} if args is None else args, timeout),
@@ -725,9 +885,16 @@ class SocketServerCore:
         except ProtocolError as exc:
             log.warning("refused a client from %s: %s", remote, exc)
             raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
-        expected = (self._token or "").encode()
-        if not expected or not hmac.compare_digest(parsed.token.encode(), expected):
-            log.warning("refused a %s client from %s: invalid token", parsed.role, remote)
+        if not self._token_opens(parsed.token, parsed.role):
+            delay = self._auth_failed(remote)
+            log.warning(
+                "refused a %s client from %s: invalid token%s",
+                parsed.role,
+                remote,
+                f" (slowed down {delay:.1f} s after repeated failures)" if delay else "",
+            )
+            if delay:
+                await asyncio.sleep(delay)
             raise socketio.exceptions.ConnectionRefusedError("invalid token")
         if parsed.protocol != protocol.PROTOCOL_VERSION:
             reason = (
@@ -738,6 +905,7 @@ class SocketServerCore:
             raise socketio.exceptions.ConnectionRefusedError(reason)
         info = ClientInfo(sid=sid, role=parsed.role, bot=parsed.bot, remote=remote)
         self._clients[sid] = info
+        self._presence.connected(info)
         if parsed.role == protocol.ROLE_PUPPET:
             assert parsed.bot is not None
             await self.sio.enter_room(sid, self.wx_room)
@@ -751,6 +919,7 @@ class SocketServerCore:
         info = self._clients.pop(sid, None)
         if info is None:
             return
+        self._presence.disconnected(info)
         if info.role == protocol.ROLE_PUPPET and info.bot is not None:
             link = self._puppets.get(info.bot)
             if isinstance(link, SocketPuppetLink) and link.sid == sid:
@@ -769,10 +938,24 @@ class SocketServerCore:
             log.warning("dropped a malformed event from bot %r: %s", info.bot, exc)
             return protocol.error_ack("bad_request", str(exc))
         if event.name == "heartbeat":
-            info.last_heartbeat = time.time()
-        elif event.name == "login":
-            info.logged_in_as = event.payload
-        await self.handle_event(event)
+            self._presence.heartbeat(info, event.payload)
+            await self.handle_event(event)
+            return protocol.ok()
+        if event.name != "error":
+            self._presence.alive(info)
+        if not self._accepting:
+            return protocol.error_ack(
+                "unavailable", "the server is shutting down; send the event again after reconnecting"
+            )
+        if event.name in ("login", "logout"):
+            self._presence.login(info, event.payload if event.name == "login" else None)
+        task = await self.handle_event(event)
+        if task is not None:
+            # acknowledge once handled: if this process dies first, the client still holds
+            # the event and sends it again, and the id check keeps it from running twice
+            await asyncio.wait([task])
+            if task.cancelled():
+                return protocol.error_ack("unavailable", "handling was cut short; send it again")
         return protocol.ok()
 
     async def _on_exec(self, sid: str, data: Any = None) -> dict[str, Any]:
@@ -824,11 +1007,63 @@ class SocketServerCore:
 
         return remove
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], *, track: bool = True) -> asyncio.Task[Any]:
+        """Start a task; tracked ones (handlers) are waited for by a graceful stop."""
         task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        tasks = self._tasks if track else self._background
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
         return task
+
+    def _seen_path(self) -> Path | None:
+        return None if self.data_dir is None else self.data_dir / "seen-event-ids.json"
+
+    def _load_seen_ids(self) -> None:
+        path = self._seen_path()
+        if path is None or not path.is_file():
+            return
+        try:
+            ids = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            log.warning("ignored unreadable %s: %s", path, exc)
+            return
+        for event_id in ids[-SEEN_EVENT_IDS:]:
+            if isinstance(event_id, str):
+                self._seen[event_id] = None
+        log.info("remembered %d handled event ids from %s", len(self._seen), path)
+
+    def _save_seen_ids(self) -> None:
+        path = self._seen_path()
+        if path is None:
+            return
+        _write_json(path, list(self._seen))
+
+    async def write_snapshot(self, bot: str | None = None) -> Path:
+        """Write the bot's contacts, rooms and room members to ``data_dir`` as JSON."""
+        if self.data_dir is None:
+            raise ConfigError("write_snapshot needs a data_dir")
+        name = bot or self.only_bot()
+        snapshot = await self.exec_snippet(SNAPSHOT_SNIPPET, bot=name, timeout=120.0)
+        snapshot = {"bot": name, "taken_at": time.time(), **snapshot}
+        path = self.data_dir / f"snapshot-{_file_safe(name)}.json"
+        _write_json(path, snapshot)
+        log.info(
+            "wrote %s: %d contacts, %d rooms",
+            path,
+            len(snapshot.get("contacts", [])),
+            len(snapshot.get("rooms", [])),
+        )
+        return path
+
+    async def write_snapshots(self) -> list[Path]:
+        """A snapshot of every connected bot (a shutdown hook of `metapuppet serve`)."""
+        written = []
+        for name in self.bots:
+            try:
+                written.append(await self.write_snapshot(name))
+            except MetaPuppetError as exc:
+                log.warning("no snapshot for bot %r: %s", name, exc)
+        return written
 
     def _remember(self, event_id: str) -> bool:
         """Record an event id; False if it was seen before (a re-sent duplicate)."""
@@ -839,14 +1074,20 @@ class SocketServerCore:
             self._seen.popitem(last=False)
         return True
 
-    async def handle_event(self, event: BotEvent) -> None:
+    async def handle_event(self, event: BotEvent) -> asyncio.Task[Any] | None:
         """Take one bot event: notify listeners, then queue it for the robot.
 
         Events of one chat are handled in arrival order; different chats run concurrently.
+        Returns the task handling the event (``None`` when there is nothing to wait for: no
+        robot, or a duplicate of an event already handled). A duplicate that arrives while
+        the first copy is still being handled gets the first copy's task.
         """
+        running = self._inflight.get(event.id)
+        if running is not None:
+            return running
         if not self._remember(event.id):
             log.debug("dropped duplicate event %s", event.id)
-            return
+            return None
         for listener in list(self._listeners):
             try:
                 result = listener(event)
@@ -855,7 +1096,7 @@ class SocketServerCore:
             except Exception:
                 log.exception("event listener %r failed", listener)
         if self.robot is None:
-            return
+            return None
         queue_slots = self._queue_slots
         if queue_slots is not None:
             # a full queue holds the event here, so its acknowledgement waits and the Node
@@ -865,14 +1106,20 @@ class SocketServerCore:
         previous = self._chat_tails.get(key)
         task = self._spawn(self._after(previous, self._dispatch(event)))
         self._chat_tails[key] = task
+        self._inflight[event.id] = task
         if queue_slots is not None:
             task.add_done_callback(lambda _: queue_slots.release())
 
         def forget(done: asyncio.Task[Any]) -> None:
             if self._chat_tails.get(key) is done:
                 del self._chat_tails[key]
+            self._inflight.pop(event.id, None)
+            if done.cancelled():
+                # cut off by a shutdown deadline: not handled, so a re-sent copy must run
+                self._seen.pop(event.id, None)
 
         task.add_done_callback(forget)
+        return task
 
     @staticmethod
     async def _after(previous: asyncio.Task[None] | None, coro: Awaitable[None]) -> None:
@@ -973,6 +1220,18 @@ class SocketServerCore:
         log.info("$debug$ command from admin %r: %s", talker, answer[:200])
         await message.say(answer[:2000])
         return True
+
+
+def _file_safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "bot"
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def _chat_of(event: BotEvent) -> str:

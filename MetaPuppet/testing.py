@@ -358,6 +358,32 @@ class MockWechat:
             return next(iter(self.bots.values()))
         return self.bots[name]
 
+    def replace_server(self, server: SocketServerCore) -> None:
+        """Watch ``server`` instead of the current one (after a restart of the server)."""
+        self._remove_listener()
+        self.server = server
+        self._remove_listener = server.add_event_listener(self._observe)
+
+    async def restart_server(self, server: SocketServerCore, timeout: float = 30.0) -> None:
+        """Stop the running server and start ``server`` (not started yet) in its place.
+
+        The new server listens on the same address with the same token, so the Node
+        clients reconnect by themselves; returns once every bot is connected again::
+
+            await wx.restart_server(SweetSocketServer(robot=MyBot(), config=Config(),
+                                                      rate_limiter=None))
+        """
+        old = self.server
+        host, port = old.host, old.port
+        await old.stop()
+        server._token = old._token
+        if server.robot is not None:
+            server.robot.add_server(server)
+        await server.start(host=host, port=port)
+        self.replace_server(server)
+        for name in self.bots:
+            await server.async_wait_for_puppet(timeout, bot=name)
+
     async def add_bot(
         self, name: str, *, user_name: str = DEFAULT_USER_NAME, timeout: float = 60.0
     ) -> MockBot:
@@ -435,7 +461,10 @@ async def mock_wechat(
     a fresh random token when it has none). Everything started here is stopped on exit.
     """
     if server is None:
-        server = SweetSocketServer(robot=robot, config=Config(), token=new_token(), port=0)
+        # no outgoing rate limit: tests send faster than a WeChat account should
+        server = SweetSocketServer(
+            robot=robot, config=Config(), token=new_token(), port=0, rate_limiter=None
+        )
     elif robot is not None:
         server.robot = robot
         robot.add_server(server)
@@ -449,4 +478,6 @@ async def mock_wechat(
         yield wx
     finally:
         await wx.close()
-        await server.stop()
+        await wx.server.stop()
+        if wx.server is not server:  # replaced by restart_server()
+            await server.stop()

@@ -32,11 +32,26 @@ async def test_exec_without_puppet_raises_not_connected_quickly(server_factory):
     assert time.monotonic() - started < 1.0
 
 
-async def test_exec_waits_for_a_puppet_within_the_grace_period(server_factory):
+async def test_exec_waits_for_a_returning_puppet_within_the_grace_period(server_factory):
     server = await server_factory(connect_grace=2.0)
     puppet = FakePuppet(answer=lambda e, d: {"ok": True, "result": d["args"]["x"]})
+    server.attach_puppet(puppet)
+    server.detach_puppet(puppet, "network blip")  # it was here: calls wait for it
     asyncio.get_running_loop().call_later(0.2, server.attach_puppet, puppet)
+    started = time.monotonic()
     assert await server.exec_snippet("return args.x", {"x": 41}) == 41
+    assert 0.15 < time.monotonic() - started < 1.5
+
+
+async def test_a_puppet_that_does_not_return_fails_after_the_grace_period(server_factory):
+    server = await server_factory(connect_grace=0.3)
+    puppet = FakePuppet()
+    server.attach_puppet(puppet)
+    server.detach_puppet(puppet, "gone")
+    started = time.monotonic()
+    with pytest.raises(PuppetNotConnected):
+        await server.exec_snippet("return 1")
+    assert 0.25 < time.monotonic() - started < 1.0
 
 
 async def test_exec_sends_code_args_and_timeout(server_factory):

@@ -76,11 +76,14 @@ class SQLiteStorage(BaseStorage):
         )
         return None if row is None else str(row[0])
 
-    def _set(self, key: str, text: str, expires_at: float | None, sweep_before: float | None) -> None:
+    def _set(
+        self, key: str, text: str, expires_at: float | None, sweep_before: float | None
+    ) -> None:
         conn = self._connection()
         conn.execute(
             "INSERT INTO metapuppet_state (key, value, expires_at) VALUES (?, ?, ?) "
-            "ON CONFLICT(key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+            "ON CONFLICT(key) DO UPDATE SET "
+            "value = excluded.value, expires_at = excluded.expires_at",
             (key, text, expires_at),
         )
         if sweep_before is not None:
