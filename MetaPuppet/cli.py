@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
 import os
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from .config import MIN_EXPOSED_TOKEN_LENGTH, Config, load_config, write_config
 from .errors import ConfigError, MetaPuppetError
+from .protocol import BotEvent
 from .robot import RobotBase
+from .server import SocketServerCore
 
 
 def _load_robot(spec: str) -> RobotBase:
@@ -45,16 +48,32 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
         from .robot import TestBot
 
         robot = TestBot()
-    server = SweetSocketServer(robot=robot, config=config, host=args.host, port=args.port)
+    server = SweetSocketServer(
+        robot=robot, config=config, host=args.host, port=args.port, data_dir=config.data_dir
+    )
+    loop = asyncio.get_running_loop()
+
+    def snapshot_after_login(event: BotEvent) -> None:
+        if event.name == "login":
+            # contacts arrive in the moments after login; give them a little time
+            loop.call_later(3.0, lambda: loop.create_task(_snapshot(server, event.bot)))
+
+    server.add_event_listener(snapshot_after_login)
+    server.on_shutdown(server.write_snapshots)
     await server.start()
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(f"MetaPuppet serving {type(robot).__name__} on {server.url}; Ctrl-C stops.", flush=True)
     await stop.wait()
+    print("stopping: finishing running handlers, writing snapshots…", flush=True)
     await server.stop()
     return 0
+
+
+async def _snapshot(server: SocketServerCore, bot: str) -> None:
+    with contextlib.suppress(MetaPuppetError):
+        await server.write_snapshot(bot)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -64,11 +83,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    try:
-        return asyncio.run(run_demo(once=args.once, log_level=args.log_level))
-    except KeyboardInterrupt:
-        print("\ndemo stopped", flush=True)
-        return 0
+    return asyncio.run(run_demo(once=args.once, log_level=args.log_level))
 
 
 def cmd_client(args: argparse.Namespace) -> int:

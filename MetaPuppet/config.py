@@ -22,9 +22,13 @@ DEFAULTS: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 8080,
         "token": None,
+        "puppet_token": None,
+        "web_token": None,
         "max_message_bytes": 64 * 1024 * 1024,
+        "data_dir": "data",
+        "stall_timeout_s": 90,
     },
-    "client": {"url": None, "bot": "metapuppet"},
+    "client": {"url": None, "bot": "metapuppet", "outbox_path": "data/outbox.jsonl"},
     "puppet": {"name": "wechaty-puppet-mock", "token": None, "options": {}},
     "mock": {"user_name": "MetaPuppet Bot"},
     "admin_contacts": [],
@@ -36,6 +40,9 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "METAPUPPET_HOST": ("server", "host", str),
     "METAPUPPET_PORT": ("server", "port", int),
     "METAPUPPET_TOKEN": ("server", "token", str),
+    "METAPUPPET_PUPPET_TOKEN": ("server", "puppet_token", str),
+    "METAPUPPET_WEB_TOKEN": ("server", "web_token", str),
+    "METAPUPPET_DATA_DIR": ("server", "data_dir", str),
     "METAPUPPET_URL": ("client", "url", str),
     "METAPUPPET_BOT": ("client", "bot", str),
     "METAPUPPET_PUPPET": ("puppet", "name", str),
@@ -86,6 +93,14 @@ class Config:
     @property
     def puppet_name(self) -> str:
         return str(self.raw["puppet"]["name"])
+
+    @property
+    def data_dir(self) -> Path:
+        """``server.data_dir``, relative to the config file's folder (or the working one)."""
+        folder = Path(str(self.raw["server"].get("data_dir") or "data"))
+        if not folder.is_absolute() and self.path is not None:
+            folder = self.path.resolve().parent / folder
+        return folder
 
     @property
     def max_message_bytes(self) -> int:

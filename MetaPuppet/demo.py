@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -139,6 +141,10 @@ async def run_demo(once: bool = False, out: TextIO = sys.stdout, log_level: str 
     print("MetaPuppet demo: starting the server and the Node client on the mock puppet…",
           file=out, flush=True)
     started = time.perf_counter()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     async with mock_wechat(DemoBot(), bots=["demo"], log_level=log_level) as wx:
         bot = wx.bot("demo")
         print(
@@ -157,30 +163,39 @@ async def run_demo(once: bool = False, out: TextIO = sys.stdout, log_level: str 
         )
         for step in failed:
             print(f"MISSING: {step.name}: {step.detail}", file=out, flush=True)
-        if once:
-            return 1 if failed else 0
-        await _interactive(bot, out)
+        if not once:
+            await _interactive(bot, out, stop)
+            print("\ndemo stopped", file=out, flush=True)
     return 1 if failed else 0
 
 
-async def _interactive(bot: MockBot, out: TextIO) -> None:
-    """Keep running: type lines to speak as Alice; Ctrl-C (or end of input) stops."""
+async def _interactive(bot: MockBot, out: TextIO, stop: asyncio.Event) -> None:
+    """Keep running: type lines to speak as Alice; Ctrl-C or SIGTERM stops."""
     alice = await bot.contact("Alice (you)")
-    print("\nThe demo keeps running. Type a message to send it as Alice; Ctrl-C stops.",
-          file=out, flush=True)
-    loop = asyncio.get_running_loop()
     interactive = sys.stdin is not None and sys.stdin.isatty()
-    while True:
-        if not interactive:
-            await asyncio.sleep(3600)
+    hint = "Type a message to send it as Alice; " if interactive else ""
+    print(f"\nThe demo keeps running. {hint}Ctrl-C stops.", file=out, flush=True)
+    lines: asyncio.Queue[str] = asyncio.Queue()
+    if interactive:
+        loop = asyncio.get_running_loop()
+
+        def read_lines() -> None:  # a daemon thread: never holds the exit
+            for line in sys.stdin:
+                loop.call_soon_threadsafe(lines.put_nowait, line)
+
+        threading.Thread(target=read_lines, name="demo-stdin", daemon=True).start()
+    while not stop.is_set():
+        next_line = asyncio.ensure_future(lines.get())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({next_line, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if not next_line.done():
+            next_line.cancel()
+            break
+        text = next_line.result().rstrip("\n")
+        if not text.strip():
             continue
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line:
-            await asyncio.sleep(3600)
-            continue
-        if not line.strip():
-            continue
-        await alice.say(line.rstrip("\n"))
+        await alice.say(text)
         try:
             reply = await alice.next_reply(10)
             what = reply.text if reply.type == MessageType.Text else f"[{reply.type.name}]"

@@ -64,6 +64,9 @@ MAX_JOURNAL: Final = 500
 #: that the dialog timed out.
 EXPIRED_GRACE: Final = 600.0
 STATE_FORMAT: Final = 1
+#: An ended dialog leaves a marker this long, naming the message that ended it, so a copy
+#: of that message reaching another server process is not taken for a new message.
+ENDED_MARKER_TTL: Final = 120.0
 
 YES_WORDS: Final = frozenset(
     {"是", "是的", "好", "好的", "对", "对的", "确认", "确定", "要", "可以", "嗯", "y", "yes", "ok"}
@@ -311,7 +314,8 @@ class Dialog:
             result = await call_function(self._server, call, *args)
             json.dumps(result)
         except Exception as exc:
-            entry["x"] = f"{name} failed: {type(exc).__name__}: {exc}"
+            short = getattr(func, "__name__", name)
+            entry["x"] = f"{short} failed: {type(exc).__name__}: {exc}"
             await self._manager._save(self, pending=None)
             raise SideEffectFailed(entry["x"]) from exc
         entry["r"] = result
@@ -328,11 +332,17 @@ class DialogManager:
         self.lock_wait = lock_wait
         self._timers: dict[StorageKey, asyncio.TimerHandle] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._waiting: dict[StorageKey, dict[str, Any]] = {}
 
     @staticmethod
     def key_of(message: Message) -> StorageKey:
         """One dialog per participant of a chat: (bot, contact or room, talker)."""
         return StorageKey(message.bot, message.conversation_id, message.talker.id)
+
+    def in_progress(self) -> list[dict[str, Any]]:
+        """The dialogs this process asked a question in and waits on (for the dashboard,
+        ``server.dialog_provider``); other processes sharing the store list their own."""
+        return [dict(item) for item in self._waiting.values()]
 
     async def active(self, message: Message) -> str | None:
         """The name of the dialog the message's sender is in, if any."""
@@ -345,12 +355,17 @@ class DialogManager:
         """Give ``message`` to its sender's active dialog; returns the reply, or
         :data:`CONTINUE` when there is no dialog (or it let the message go)."""
         key = self.key_of(message)
-        if await self.store.get(key) is None:  # the common case: no lock needed
+        state = await self.store.get(key)
+        if state is None:  # the common case: no lock needed
             return CONTINUE
+        if state.get("ended"):
+            return None if message.id in state.get("m", ()) else CONTINUE
         async with self.store.lock(key, self.lock_wait):
             state = await self.store.get(key)
             if state is None:
                 return CONTINUE
+            if state.get("ended"):
+                return None if message.id in state.get("m", ()) else CONTINUE
             return await self._answer(server, key, state, message)
 
     async def start(self, spec: DialogSpec, invocation: Invocation) -> Any:
@@ -362,6 +377,10 @@ class DialogManager:
         key = self.key_of(message)
         async with self.store.lock(key, self.lock_wait):
             state = await self.store.get(key)
+            if state is not None and state.get("ended"):
+                if message.id in state.get("m", ()):
+                    return None  # a copy of the message that ended the last dialog
+                state = None
             if state is not None:
                 if state.get("trigger", {}).get("id") == message.id:
                     return None  # the same trigger delivered twice
@@ -408,7 +427,7 @@ class DialogManager:
             return None
         pending = state.get("pending")
         if pending is not None and pending.get("d") is not None and pending["d"] <= time.time():
-            await self._end(key)
+            await self._end(key, state, message.id)
             if spec.timeout_message is not None:
                 await self._send(
                     server, key, bool(state["trigger"].get("roomId")), spec.timeout_message
@@ -416,7 +435,7 @@ class DialogManager:
             return CONTINUE
         text = message_text(message)
         if text.casefold() in spec.cancel_words:
-            await self._end(key)
+            await self._end(key, state, message.id)
             log.debug("dialog %r cancelled by %s", name, key.user)
             return spec.cancel_message
         if pending is not None:
@@ -438,6 +457,7 @@ class DialogManager:
         """Run the dialog function over its journal to its next question (or its end)."""
         self._cancel_timer(key)
         d = Dialog(self, spec, key, state, server)
+        ending = getattr(invocation.event, "id", None)
 
         async def step() -> Any:
             try:
@@ -451,12 +471,12 @@ class DialogManager:
             else:
                 result = await invoke(route.chain, invocation, step)
         except UnexpectedAnswer as unexpected:
-            await self._end(key, state)
+            await self._end(key, state, ending)
             if unexpected.reply is not None:
                 await self._send(server, key, d.is_room, unexpected.reply)
             return CONTINUE
         except Exception:
-            await self._end(key, state)
+            await self._end(key, state, ending)
             if spec.error_message is not None:
                 try:
                     await self._send(server, key, d.is_room, spec.error_message)
@@ -465,7 +485,7 @@ class DialogManager:
             raise
         if result is _WAITING:
             return None
-        await self._end(key, state)
+        await self._end(key, state, ending)
         return result
 
     async def _ask(self, d: Dialog, prompt: Any, fingerprint: str, timeout: float | None) -> None:
@@ -474,6 +494,15 @@ class DialogManager:
         deadline = None if limit is None else time.time() + limit
         d._state["asked"] = int(d._state.get("asked", 0)) + 1
         await self._save(d, pending={"h": fingerprint, "n": d._state["asked"], "d": deadline})
+        self._waiting[d.key] = {
+            "bot": d.bot,
+            "chat": d.chat,
+            "user": d.user,
+            "dialog": d.name,
+            "question": prompt if isinstance(prompt, str) else None,
+            "asked": d._state["asked"],
+            "deadline": deadline,
+        }
         if prompt is not None:
             await self._send(d._server, d.key, d.is_room, prompt)
         if limit is not None:
@@ -490,9 +519,19 @@ class DialogManager:
             ttl = d._spec.timeout + EXPIRED_GRACE
         await self.store.set(d.key, state, ttl=ttl)
 
-    async def _end(self, key: StorageKey, state: dict[str, Any] | None = None) -> None:
+    async def _end(
+        self, key: StorageKey, state: dict[str, Any] | None = None, message_id: str | None = None
+    ) -> None:
+        """Forget the dialog; ``message_id`` (the message that ended it) is remembered for a
+        while, so a copy of it delivered to another process is ignored."""
         self._cancel_timer(key)
-        if state is None or state.get("saved"):
+        self._waiting.pop(key, None)
+        if state is not None and not state.get("saved"):
+            return  # never stored: ended within its first step
+        if message_id:
+            marker = {"ended": True, "id": (state or {}).get("id"), "m": [message_id]}
+            await self.store.set(key, marker, ttl=ENDED_MARKER_TTL)
+        else:
             await self.store.delete(key)
 
     async def _send(
@@ -537,6 +576,7 @@ class DialogManager:
                 if state is None or state.get("id") != dialog_id or state.get("asked") != asked:
                     return  # answered (or restarted) meanwhile
                 await self.store.delete(key)
+                self._waiting.pop(key, None)
             route = self.robot.router.find_dialog(str(state.get("dialog")))
             spec = route.handler.dialog if route is not None else None
             log.debug("dialog %r of %s timed out", state.get("dialog"), key.user)

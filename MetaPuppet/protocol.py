@@ -92,8 +92,8 @@ def parse_auth(auth: Any) -> Auth:
     if not isinstance(token, str) or not token:
         raise ProtocolError("missing token in the auth payload")
     role = auth.get("role", ROLE_WEB)
-    if role not in ROLES:
-        raise ProtocolError(f"unknown role {role!r}: use 'puppet' or 'web'")
+    if not isinstance(role, str) or role not in ROLES:
+        raise ProtocolError(f"unknown role {role!r:.40}: use 'puppet' or 'web'")
     protocol = auth.get("protocol")
     if isinstance(protocol, bool) or not isinstance(protocol, int):
         raise ProtocolError(
@@ -118,11 +118,11 @@ def parse_event(data: Any, *, bot: str) -> BotEvent:
     if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID_LENGTH:
         raise ProtocolError("event 'id' must be a non-empty string of at most 256 characters")
     name = data.get("name")
-    if name not in BOT_EVENTS:
-        raise ProtocolError(f"unknown event name {name!r}")
+    if not isinstance(name, str) or name not in BOT_EVENTS:
+        raise ProtocolError(f"unknown event name {name!r:.40}")
     sender = data.get("bot", bot)
     if sender != bot:
-        raise ProtocolError(f"event claims bot {sender!r} but this connection is bot {bot!r}")
+        raise ProtocolError(f"event claims bot {sender!r:.40} but this connection is bot {bot!r}")
     payload = data.get("payload")
     if payload is None:
         payload = {}

@@ -68,6 +68,8 @@ class RobotBase(Routable):
 
     def add_server(self, server: SocketServerCore) -> None:
         self.server = server
+        if getattr(server, "dialog_provider", False) is None:  # the dashboard lists dialogs
+            server.dialog_provider = self.dialogs_in_progress
 
     def get_name(self) -> str:
         return self.name

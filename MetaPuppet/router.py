@@ -402,6 +402,7 @@ class Router:
         filters: list[Filter],
         priority: int,
         dialog: DialogSpec | None = None,
+        name: str | None = None,
     ) -> Callable[[F], F]:
         def register(func: F) -> F:
             if not callable(func):
@@ -412,7 +413,7 @@ class Router:
                     callback=func,
                     filters=tuple(filters),
                     priority=int(priority),
-                    name=_handler_name(func),
+                    name=name or _handler_name(func),
                     wants=_wanted_arguments(func),
                     dialog=dialog,
                 )
@@ -590,7 +591,7 @@ class Router:
         command: str | None = None,
         name: str | None = None,
         version: int | str = 1,
-        timeout: float | None = None,
+        timeout: Any = ...,
         timeout_message: Any = None,
         cancel_words: Iterable[str] | None = None,
         cancel_message: Any = ...,
@@ -604,7 +605,10 @@ class Router:
         priority: int = 0,
     ) -> Callable[[F], F]:
         """A multi-step conversation started by ``trigger`` (exact text, or a compiled
-        regex), ``command``, or the message filters. See :mod:`MetaPuppet.dialog`."""
+        regex), ``command``, or the message filters. See :mod:`MetaPuppet.dialog`.
+
+        ``timeout`` is seconds per question (default 60; None: no limit).
+        """
         from .dialog import (
             DEFAULT_CANCEL_MESSAGE,
             DEFAULT_CANCEL_WORDS,
@@ -648,7 +652,7 @@ class Router:
                 name=name or _handler_name(func),
                 func=func,
                 version=version,
-                timeout=DEFAULT_TIMEOUT if timeout is None else timeout,
+                timeout=DEFAULT_TIMEOUT if timeout is ... else timeout,
                 timeout_message=timeout_message,
                 cancel_words=frozenset(
                     w.casefold()
@@ -672,8 +676,9 @@ class Router:
                     )
                 return await manager.start(spec, invocation)
 
-            start_dialog.__qualname__ = f"dialog[{spec.name}]"
-            self._register("message", filters, priority, dialog=spec)(start_dialog)
+            self._register("message", filters, priority, dialog=spec, name=f"dialog {spec.name}")(
+                start_dialog
+            )
             return func
 
         return register
@@ -896,10 +901,11 @@ class RouteDecorator:
         self.method = method
         self.__doc__ = getattr(Router, method).__doc__
 
-    def __get__(self, robot: Any, owner: type | None = None) -> Any:
+    def __get__(self, robot: Any, owner: type | None = None) -> Callable[..., Callable[[F], F]]:
         if robot is None:
             return functools.partial(_class_level, self.method)
-        return getattr(robot.router, self.method)
+        decorator: Callable[..., Callable[[F], F]] = getattr(robot.router, self.method)
+        return decorator
 
 
 class HookOrDecorator:
@@ -1001,6 +1007,11 @@ class Routable:
             manager = DialogManager(self, self.dialog_store)
             self.__dict__["_dialogs"] = manager
         return manager
+
+    def dialogs_in_progress(self) -> list[dict[str, Any]]:
+        """Dialogs this process waits on (``server.dialog_provider`` for the dashboard)."""
+        manager: DialogManager | None = self.__dict__.get("_dialogs")
+        return [] if manager is None else manager.in_progress()
 
     def _register_class_handlers(self, router: Router) -> None:
         owner = type(self)

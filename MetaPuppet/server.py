@@ -44,6 +44,7 @@ from .errors import (
 from .presence import ClientInfo, Presence
 from .protocol import BotEvent
 from .ratelimit import RateLimiter
+from .web import WebHub
 from .wechaty import (
     Contacts,
     ContactSelf,
@@ -167,6 +168,17 @@ class _SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
     def leave_room(self, sid: str, room: str, namespace: str | None = None) -> _Done:
         self.manager.basic_leave_room(sid, namespace or "/", room)
         return _Done()
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> Any:
+        # a packet that is not Socket.IO at all (or JSON nested past Python's limit) is
+        # dropped with one line instead of a traceback; the connection goes on
+        try:
+            return await super()._handle_eio_message(eio_sid, data)
+        except (ValueError, RecursionError, IndexError, KeyError, TypeError) as exc:
+            log.warning(
+                "dropped a malformed Socket.IO packet (%s: %.80s)", type(exc).__name__, exc
+            )
+            return None
 
 
 class AmbiguousBot(MetaPuppetError, ValueError):
@@ -332,6 +344,8 @@ class SocketServerCore:
         self._presence = Presence(self._presence_changed)
         self._known_bots: set[str] = set()
         self._auth_failures: OrderedDict[str, list[float]] = OrderedDict()
+        #: failed authentications per address and minute before refusals are slowed down
+        self.auth_free_failures = AUTH_FREE_FAILURES
         self._stall_hooks: list[Callable[[str, dict[str, Any]], Any]] = []
         self._shutdown_hooks: list[Callable[[], Any]] = []
         self._previous_signal_handlers: dict[int, Any] = {}
@@ -350,6 +364,10 @@ class SocketServerCore:
 
         #: look-ups: ``await server.contacts.find(name="Alice")``, ``server.rooms.find_all()``
         self.contacts = Contacts(self)
+        #: dialogs in progress for the dashboard: a callable returning a list (docs/web.md)
+        self.dialog_provider: Callable[[], Any] | None = None
+        #: web clients: subscriptions, typed actions, the dashboard and the REST API
+        self.web = WebHub(self)
 
         self.robot = robot
         if robot is not None:
@@ -385,7 +403,7 @@ class SocketServerCore:
         self._auth_failures[key] = recent
         while len(self._auth_failures) > 10_000:
             self._auth_failures.popitem(last=False)
-        excess = len(recent) - AUTH_FREE_FAILURES
+        excess = len(recent) - self.auth_free_failures
         return 0.0 if excess <= 0 else min(AUTH_MAX_DELAY_S, 0.1 * 2 ** (excess - 1))
 
     def _check_bind(self, host: str) -> str:
@@ -861,6 +879,18 @@ class SocketServerCore:
             self.async_send_message_to_client(message, sid, room_name), self._loop
         )
 
+    async def emit_to_web(
+        self, event: str, data: Any = None, to: str | Iterable[str] | None = None
+    ) -> None:
+        """Push ``event`` to web clients: all (``to=None``), one sid or a list of sids."""
+        if self._loop is not None and running_loop() is not self._loop:
+            return await on_loop(self._loop, self.web.emit_to_web(event, data, to))
+        await self.web.emit_to_web(event, data, to)
+
+    def on_web_message(self, type: str | None = None) -> Callable[[Any], Any]:  # noqa: A002
+        """Decorator: handle web clients' ``message`` envelopes of ``type`` (see docs/web.md)."""
+        return self.web.on_web_message(type)
+
     def add_room(self, sender: str, room_name: str) -> None:
         self.rooms["all_rooms"].add(room_name)
         self.rooms[sender] = room_name
@@ -875,7 +905,11 @@ class SocketServerCore:
         self.sio.on(protocol.EV_MESSAGE, self._on_message)
         self.sio.on("*", self._on_unknown)
 
-    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+    async def _on_connect(self, sid: str, environ: Any = None, auth: Any = None) -> None:
+        if sid in self._clients or not isinstance(environ, dict):
+            # a connected client emitting an event named "connect": not a connection
+            log.warning("client %s sent a reserved event name (connect); ignored", sid)
+            return
         request = environ.get("aiohttp.request")
         remote = getattr(request, "remote", None) or environ.get("REMOTE_ADDR")
         if not self._accepting:
@@ -885,7 +919,8 @@ class SocketServerCore:
         except ProtocolError as exc:
             log.warning("refused a client from %s: %s", remote, exc)
             raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
-        if not self._token_opens(parsed.token, parsed.role):
+        grant = self.web.authenticate(parsed.token) if parsed.role == protocol.ROLE_WEB else None
+        if grant is None and not self._token_opens(parsed.token, parsed.role):
             delay = self._auth_failed(remote)
             log.warning(
                 "refused a %s client from %s: invalid token%s",
@@ -904,7 +939,9 @@ class SocketServerCore:
             log.warning("refused a client from %s: %s", remote, reason)
             raise socketio.exceptions.ConnectionRefusedError(reason)
         info = ClientInfo(sid=sid, role=parsed.role, bot=parsed.bot, remote=remote)
+        info.permissions = grant.permissions if grant is not None else frozenset()
         self._clients[sid] = info
+        self.web.client_connected(sid, info.role, info.permissions)
         self._presence.connected(info)
         if parsed.role == protocol.ROLE_PUPPET:
             assert parsed.bot is not None
@@ -916,10 +953,16 @@ class SocketServerCore:
             log.info("web client %s connected from %s", sid, remote)
 
     async def _on_disconnect(self, sid: str, *reason: Any) -> None:
+        if self.sio.manager.is_connected(sid, "/"):
+            # a live client emitting an event named "disconnect"; a real disconnect has
+            # already marked the session as leaving
+            log.warning("client %s sent a reserved event name (disconnect); ignored", sid)
+            return
         info = self._clients.pop(sid, None)
         if info is None:
             return
         self._presence.disconnected(info)
+        self.web.client_disconnected(sid)
         if info.role == protocol.ROLE_PUPPET and info.bot is not None:
             link = self._puppets.get(info.bot)
             if isinstance(link, SocketPuppetLink) and link.sid == sid:
@@ -969,6 +1012,8 @@ class SocketServerCore:
             log.debug("ignored a message without a sender from %s", sid)
             return
         try:
+            if await self.web.dispatch_message(sid, message):
+                return
             if message.get("type") == "SOCKET_INFO":
                 await self.process_socket_message(sid, message)
             else:
@@ -976,9 +1021,11 @@ class SocketServerCore:
         except Exception:
             log.exception("handling a message from client %s failed", sid)
 
-    async def _on_unknown(self, event: str, sid: str, *data: Any) -> dict[str, Any]:
-        log.debug("client %s sent unknown event %r", sid, event)
-        return protocol.error_ack("bad_request", f"unknown event {event!r}")
+    async def _on_unknown(self, *args: Any) -> dict[str, Any]:
+        # the catch-all gets (event, sid, *data); an event literally named "*" gets (sid, *data)
+        event = args[0] if len(args) > 1 else "*"
+        log.debug("a client sent unknown event %.80r", event)
+        return protocol.error_ack("bad_request", f"unknown event {str(event)[:80]!r}")
 
     async def process_socket_message(self, sid: str, message: dict[str, Any]) -> None:
         """A ``SOCKET_INFO`` envelope from a web client; ``CONNECTED`` joins a room."""

@@ -28,7 +28,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +93,9 @@ class NodeClient:
         self._dir = Path(tempfile.mkdtemp(prefix="metapuppet-node-"))
         self.config_path = self._dir / "config.json"
         self.log_path = self._dir / "client.log"
+        #: the client's outbox file survives a restart of the client (not of the kit)
+        self.outbox_path = self._dir / "outbox.jsonl"
+        config.setdefault("client", {}).setdefault("outbox_path", str(self.outbox_path))
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
@@ -100,7 +103,7 @@ class NodeClient:
         env = {
             k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")
         } | {"METAPUPPET_LOG_LEVEL": self.log_level}
-        log_file = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
+        log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *node_command(self.client_dir, self.config_path),
@@ -126,9 +129,12 @@ class NodeClient:
             return ""
         return "\n".join(text.splitlines()[-lines:])
 
-    async def stop(self, timeout: float = 5.0) -> None:
+    async def stop(self, timeout: float = 5.0, *, keep_files: bool = False) -> None:
+        """SIGTERM the client (SIGKILL after ``timeout``); remove its files unless kept."""
         process = self.process
         if process is None:
+            if not keep_files:
+                shutil.rmtree(self._dir, ignore_errors=True)
             return
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -143,13 +149,15 @@ class NodeClient:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
         _LIVE_PROCESSES.discard(process.pid)
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if not keep_files:
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     async def kill(self) -> None:
         """SIGKILL the client (a crash, for reliability tests)."""
         if self.process is not None and self.process.returncode is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             await self.process.wait()
+            _LIVE_PROCESSES.discard(self.process.pid)
 
 
 @dataclass
@@ -343,8 +351,16 @@ class MockWechat:
         self.bots: dict[str, MockBot] = {}
         self._remove_listener = server.add_event_listener(self._observe)
         self._logins: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        # events are delivered at least once: one whose acknowledgement was lost (a server
+        # stopping, say) comes again, possibly to another server; count it once
+        self._observed: OrderedDict[str, None] = OrderedDict()
 
     def _observe(self, event: BotEvent) -> None:
+        if event.id in self._observed:
+            return
+        self._observed[event.id] = None
+        if len(self._observed) > 50_000:
+            self._observed.popitem(last=False)
         bot = self.bots.get(event.bot)
         if bot is not None:
             bot._observe(event)
@@ -385,7 +401,12 @@ class MockWechat:
             await server.async_wait_for_puppet(timeout, bot=name)
 
     async def add_bot(
-        self, name: str, *, user_name: str = DEFAULT_USER_NAME, timeout: float = 60.0
+        self,
+        name: str,
+        *,
+        user_name: str = DEFAULT_USER_NAME,
+        timeout: float = 60.0,
+        client_options: dict[str, Any] | None = None,
     ) -> MockBot:
         """Start another Node client on the mock puppet, logged in as ``user_name``."""
         if name in self.bots:
@@ -397,7 +418,7 @@ class MockWechat:
         bot.node = NodeClient(
             {
                 "server": {"token": self.server._token},
-                "client": {"url": self.server.url, "bot": name},
+                "client": {"url": self.server.url, "bot": name, **(client_options or {})},
                 "puppet": {"name": "wechaty-puppet-mock"},
                 "mock": {"user_name": user_name},
             },
@@ -405,6 +426,15 @@ class MockWechat:
         )
         started = time.monotonic()
         await bot.node.start()
+        await self._wait_for_login(bot, waiter, timeout)
+        bot.startup_seconds = time.monotonic() - started
+        return bot
+
+    async def _wait_for_login(
+        self, bot: MockBot, waiter: asyncio.Future[dict[str, Any]], timeout: float
+    ) -> None:
+        name = bot.name
+        assert bot.node is not None
         process = bot.node.process
         assert process is not None
         exited = asyncio.ensure_future(process.wait())
@@ -427,8 +457,23 @@ class MockWechat:
             )
         user = waiter.result()
         bot.user_id = str(user.get("id") or "")
-        bot.startup_seconds = time.monotonic() - started
-        return bot
+
+    async def restart_node(self, name: str | None = None, *, kill: bool = False, timeout: float = 60.0) -> None:
+        """Stop a bot's Node client (SIGTERM, or SIGKILL with ``kill``) and start it again
+        with the same config and outbox file; returns once it logged in again.
+
+        The mock WeChat lives in the Node process, so its contacts and rooms start afresh.
+        """
+        bot = self.bot(name)
+        assert bot.node is not None
+        if kill:
+            await bot.node.kill()
+        else:
+            await bot.node.stop(keep_files=True)
+        waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._logins[bot.name] = waiter
+        await bot.node.start()
+        await self._wait_for_login(bot, waiter, timeout)
 
     async def contact(self, name: str, **payload: Any) -> MockContact:
         """Create a contact (a friend of the first bot)."""
@@ -454,6 +499,7 @@ async def mock_wechat(
     user_name: str = DEFAULT_USER_NAME,
     log_level: str = "warn",
     timeout: float = 60.0,
+    client_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[MockWechat]:
     """Start a server on a free loopback port and one logged-in mock bot per name in ``bots``.
 
@@ -474,7 +520,9 @@ async def mock_wechat(
     wx = MockWechat(server, log_level=log_level)
     try:
         for name in bots:
-            await wx.add_bot(name, user_name=user_name, timeout=timeout)
+            await wx.add_bot(
+                name, user_name=user_name, timeout=timeout, client_options=client_options
+            )
         yield wx
     finally:
         await wx.close()

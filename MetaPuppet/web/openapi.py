@@ -1,0 +1,248 @@
+"""The OpenAPI 3.1 document of the REST API, built from the same route table the server
+registers (``api.ROUTES``), so the two cannot drift apart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Final
+
+from .errors import ERROR_CODES, ERROR_DESCRIPTIONS
+
+if TYPE_CHECKING:
+    from .api import Route
+
+OPENAPI_VERSION: Final = "3.1.0"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list_of(key: str, item: str) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": [key],
+        "properties": {key: {"type": "array", "items": _ref(item)}},
+    }
+
+
+NULLABLE_STRING: Final = {"type": ["string", "null"]}
+NULLABLE_NUMBER: Final = {"type": ["number", "null"]}
+
+SCHEMAS: Final[dict[str, Any]] = {
+    "Error": {
+        "type": "object",
+        "description": "The one error envelope of the API (and of socket actions).",
+        "required": ["code", "error", "message"],
+        "properties": {
+            "code": {"type": "integer", "description": "The HTTP status."},
+            "error": {"type": "string", "enum": sorted(ERROR_CODES), "description": "Stable name."},
+            "message": {"type": "string", "description": "What failed and what to do."},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "version", "bots", "uptime_s", "permissions"],
+        "properties": {
+            "status": {"type": "string", "enum": ["ok"]},
+            "version": {"type": "string"},
+            "bots": {"type": "array", "items": {"type": "string"}},
+            "uptime_s": {"type": "number"},
+            "web_clients": {"type": "integer"},
+            "permissions": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Bot": {
+        "type": "object",
+        "required": ["bot", "connected", "logged_in"],
+        "properties": {
+            "bot": {"type": "string"},
+            "connected": {"type": "boolean"},
+            "status": {"type": "string", "enum": ["online", "stalled", "offline"]},
+            "logged_in": {"type": "boolean"},
+            "user": {"type": ["object", "null"]},
+            "scan": {
+                "type": ["object", "null"],
+                "description": "Set while a scan is needed: the QR code text and an SVG image.",
+                "properties": {
+                    "status": {"type": ["integer", "null"]},
+                    "status_name": NULLABLE_STRING,
+                    "qrcode": {"type": "string"},
+                    "qr_image": {**NULLABLE_STRING, "description": "data:image/svg+xml URI"},
+                },
+            },
+            "last_heartbeat": NULLABLE_NUMBER,
+            "last_event_at": NULLABLE_NUMBER,
+        },
+    },
+    "Contact": {
+        "type": "object",
+        "required": ["id", "name"],
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "alias": NULLABLE_STRING,
+            "friend": {"type": ["boolean", "null"]},
+            "type": {"type": ["integer", "null"]},
+            "self": {"type": "boolean"},
+        },
+    },
+    "Room": {
+        "type": "object",
+        "required": ["id", "topic"],
+        "properties": {
+            "id": {"type": "string"},
+            "topic": {"type": "string"},
+            "member_count": {"type": ["integer", "null"]},
+        },
+    },
+    "Member": {
+        "type": "object",
+        "required": ["id", "name"],
+        "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "alias": NULLABLE_STRING},
+    },
+    "Client": {
+        "type": "object",
+        "required": ["sid", "role", "status"],
+        "properties": {
+            "sid": {"type": "string"},
+            "role": {"type": "string", "enum": ["puppet", "web"]},
+            "bot": NULLABLE_STRING,
+            "remote": NULLABLE_STRING,
+            "status": {"type": "string"},
+            "connected_at": {"type": "number"},
+            "last_heartbeat": NULLABLE_NUMBER,
+            "logged_in_as": {"type": ["object", "null"]},
+        },
+    },
+    "Event": {
+        "type": "object",
+        "description": "A bot event as the Node client forwarded it; `ts` in ms since the epoch.",
+        "required": ["id", "bot", "name", "payload", "ts"],
+        "properties": {
+            "id": {"type": "string"},
+            "bot": {"type": "string"},
+            "name": {"type": "string"},
+            "payload": {"type": "object"},
+            "ts": {"type": "number"},
+        },
+    },
+    "Dialog": {"type": "object", "description": "Whatever `server.dialog_provider` reports."},
+    "SendRequest": {
+        "type": "object",
+        "description": "Give exactly one of `text` and `file`.",
+        "required": ["to"],
+        "additionalProperties": False,
+        "properties": {
+            "to": {"type": "string", "description": "A contact id or a room id."},
+            "kind": {
+                "type": "string",
+                "enum": ["contact", "room"],
+                "description": "Default: room when `to` contains '@', else contact.",
+            },
+            "text": {"type": "string", "maxLength": 20000},
+            "file": {
+                "type": "object",
+                "required": ["name", "base64"],
+                "additionalProperties": False,
+                "properties": {"name": {"type": "string"}, "base64": {"type": "string"}},
+            },
+            "bot": {"type": "string", "description": "Needed when several bots are connected."},
+        },
+    },
+    "SendResult": {
+        "type": "object",
+        "required": ["message_id", "to", "kind"],
+        "properties": {
+            "message_id": NULLABLE_STRING,
+            "to": {"type": "string"},
+            "kind": {"type": "string", "enum": ["contact", "room"]},
+        },
+    },
+    "AcceptRequest": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"bot": {"type": "string"}},
+    },
+}
+
+QUERY: Final[dict[str, dict[str, Any]]] = {
+    "bot": {"description": "The bot to ask; needed when several are connected."},
+    "q": {"description": "Case-insensitive search in names, aliases, topics and ids."},
+    "event": {"description": "Comma-separated event names (message, scan, login, ...)."},
+    "room": {"description": "Comma-separated room ids."},
+    "contact": {"description": "Comma-separated contact ids."},
+    "limit": {"description": "At most this many (1-200, default 50).", "schema": {"type": "integer"}},
+    "all": {
+        "description": "`1` to include clients that went offline.",
+        "schema": {"type": "string", "enum": ["0", "1"]},
+    },
+}
+
+
+def _parameter(name: str, where: str = "query") -> dict[str, Any]:
+    spec = QUERY.get(name, {})
+    return {
+        "name": name,
+        "in": where,
+        "required": where == "path",
+        "description": spec.get("description", ""),
+        "schema": spec.get("schema", {"type": "string"}),
+    }
+
+
+def _errors(codes: Iterable[str]) -> dict[str, Any]:
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(ERROR_CODES[code], []).append(code)
+    return {
+        str(status): {
+            "description": "; ".join(f"`{c}`: {ERROR_DESCRIPTIONS[c]}" for c in names),
+            "content": {"application/json": {"schema": _ref("Error")}},
+        }
+        for status, names in sorted(by_status.items())
+    }
+
+
+def build(routes: Iterable[Route], version: str) -> dict[str, Any]:
+    """The document for ``routes`` (paths are those under ``/api``)."""
+    paths: dict[str, Any] = {}
+    for route in routes:
+        operation: dict[str, Any] = {
+            "operationId": route.operation_id,
+            "summary": route.summary,
+            "tags": [route.tag],
+            "parameters": [_parameter(p, "path") for p in route.path_params]
+            + [_parameter(q) for q in route.query],
+        }
+        if route.permission is not None:
+            operation["description"] = f"Needs the `{route.permission}` permission."
+        if route.request_schema is not None:
+            operation["requestBody"] = {
+                "required": route.method == "POST" and route.request_schema != "AcceptRequest",
+                "content": {"application/json": {"schema": _ref(route.request_schema)}},
+            }
+        ok: dict[str, Any] = {"description": "OK"}
+        if route.media_type is not None:
+            ok["content"] = {route.media_type: {"schema": route.response_schema}}
+        operation["responses"] = {"200": ok, **_errors(route.errors)}
+        paths.setdefault("/api" + route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "MetaPuppet web API",
+            "version": version,
+            "description": (
+                "Read the bot's contacts and rooms, send messages, watch events. Every route "
+                "needs a web token: `Authorization: Bearer <token>`. Errors are one envelope "
+                "`{code, error, message}`; `error` is one of the stable names listed in "
+                "components.schemas.Error."
+            ),
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": SCHEMAS,
+        },
+    }
