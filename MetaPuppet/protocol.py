@@ -23,6 +23,11 @@ EV_EVENT: Final = "event"  # Node -> Python: a Wechaty event, acknowledged
 EV_EXEC: Final = "exec"  # Python -> Node: run a snippet, answered by ack
 EV_ECHO: Final = "echo"  # Python -> Node: raw round trip (benchmarks, health)
 EV_MESSAGE: Final = "message"  # web clients: the original project's envelope
+EV_CONTROL: Final = "control"  # Python -> Node: {action: "restart-bot"}, answered by ack
+CONTROL_ACTIONS: Final = frozenset({"restart-bot"})
+# error kinds in an event acknowledgement after which the client drops the event; with any
+# other kind (e.g. "unavailable" while the server shuts down) it keeps it and re-sends it
+EVENT_ACK_DROP_KINDS: Final = frozenset({"bad_request", "forbidden"})
 
 # Wechaty events the Node client forwards.
 BOT_EVENTS: Final = frozenset(

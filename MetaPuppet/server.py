@@ -625,7 +625,7 @@ class SocketServerCore:
     async def restart_bot(self, bot: str | None = None, timeout: float = 60.0) -> None:
         """Tell the Node client to stop and start its Wechaty bot again."""
         link = await self._pick_puppet(bot, 0.0)
-        answer = await link.call("control", {"action": "restart-bot"}, timeout)
+        answer = await link.call(protocol.EV_CONTROL, {"action": "restart-bot"}, timeout)
         protocol.unwrap_exec_response(answer, bot=link.bot)
 
     async def _watch_stalls(self) -> None:

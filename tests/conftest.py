@@ -51,7 +51,9 @@ def make_event(name: str, payload: dict[str, Any], bot: str = "fake") -> BotEven
     return BotEvent(id=f"ev-{_counter}", bot=bot, name=name, payload=payload, ts=0.0)
 
 
-def message_payload(text: str, talker: str = "alice", room: str | None = None, **extra: Any) -> dict[str, Any]:
+def message_payload(
+    text: str, talker: str = "alice", room: str | None = None, **extra: Any
+) -> dict[str, Any]:
     payload: dict[str, Any] = {
         "id": f"msg-{text[:10]}-{talker}",
         "type": 7,

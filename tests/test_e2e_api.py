@@ -232,12 +232,20 @@ async def test_look_ups(kit, people):
 async def test_sayables_reach_the_puppet(kit, people):
     alice, bob, *_ = people
     target = Contact(kit.server, "mock-bot", alice.id)
-    link = UrlLink(url="https://example.org/a?b=`c`", title="T ${x}", description="d", thumbnail_url="")
+    link = UrlLink(
+        url="https://example.org/a?b=`c`", title="T ${x}", description="d", thumbnail_url=""
+    )
     await target.say(link)
     sent = await calls(kit, "messageSendUrl")
-    assert [alice.id, {"url": link.url, "title": "T ${x}", "description": "d", "thumbnailUrl": ""}] in sent
+    assert [
+        alice.id,
+        {"url": link.url, "title": "T ${x}", "description": "d", "thumbnailUrl": ""},
+    ] in sent
     await target.say(MiniProgram({"appid": "wx1", "title": "mini"}))
-    assert any(a[0] == alice.id and a[1]["appid"] == "wx1" for a in await calls(kit, "messageSendMiniProgram"))
+    assert any(
+        a[0] == alice.id and a[1]["appid"] == "wx1"
+        for a in await calls(kit, "messageSendMiniProgram")
+    )
     await target.say(Contact(kit.server, "mock-bot", bob.id))
     assert [alice.id, bob.id] in await calls(kit, "messageSendContact")
 
@@ -286,7 +294,9 @@ async def test_sweet_server_actions_async_and_sync(kit, people, tmp_path):
     picture.write_bytes(b"\x89PNG fake")
     await server.async_send_wx_msg_file(str(picture), None, alice.id, "contact")
     assert (await (await alice.next_reply()).file()).data == b"\x89PNG fake"
-    await server.async_send_wx_msg_url("desc", "", "title", "https://example.org", alice.id, "contact")
+    await server.async_send_wx_msg_url(
+        "desc", "", "title", "https://example.org", alice.id, "contact"
+    )
     assert any(a[1]["url"] == "https://example.org" for a in await calls(kit, "messageSendUrl"))
     types = await server.async_get_all_message_types()
     assert types["Text"] == 7 and types["Image"] == 6

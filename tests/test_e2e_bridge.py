@@ -92,7 +92,9 @@ HOSTILE = [
 ]
 
 
-@pytest.mark.parametrize("text", HOSTILE, ids=["template", "quotes", "newlines", "emoji", "nul", "1MB"])
+@pytest.mark.parametrize(
+    "text", HOSTILE, ids=["template", "quotes", "newlines", "emoji", "nul", "1MB"]
+)
 async def test_hostile_args_arrive_byte_for_byte(wx, text):
     # the Node side measures what it received, so a mangled string cannot round-trip by luck
     result = await wx.server.exec_snippet(
@@ -128,7 +130,9 @@ async def test_exec_snippet_results_and_errors(wx):
 
 async def test_original_names_work_against_the_real_bot(wx):
     alice = await wx.contact("Alice")
-    contacts = await wx.server.async_exec_one_wx_function("bot.Contact.findAll", [], need_return=True)
+    contacts = await wx.server.async_exec_one_wx_function(
+        "bot.Contact.findAll", [], need_return=True
+    )
     assert any(c["type"] == "Contact" and c["id"] == alice.id for c in contacts)
     assert await wx.server.async_exec_wx_function("return 5", need_return=False) is None
 
@@ -157,7 +161,9 @@ async def test_wrong_or_missing_token_is_refused_with_a_reason(wx):
     with pytest.raises(socketio.exceptions.ConnectionError, match="missing auth"):
         await _connect(url, None)
     good = {"token": wx.server._token, "role": "web", "protocol": 99}
-    with pytest.raises(socketio.exceptions.ConnectionError, match="client speaks 99.*server speaks 1"):
+    with pytest.raises(
+        socketio.exceptions.ConnectionError, match="client speaks 99.*server speaks 1"
+    ):
         await _connect(url, good)
 
 
@@ -217,7 +223,9 @@ async def test_two_bot_accounts_each_answer_only_their_own_messages():
         assert (await alice_two.next_reply(5)).text == "two got b"
         await asyncio.sleep(0.3)
         assert alice_one.pending_replies() == [] and alice_two.pending_replies() == []
-        replies_two = [e for e in wx.bot("two").events if e.name == "message" and e.payload.get("self")]
+        replies_two = [
+            e for e in wx.bot("two").events if e.name == "message" and e.payload.get("self")
+        ]
         assert all("one got" not in e.payload.get("text", "") for e in replies_two)
 
 

@@ -93,7 +93,9 @@ async def test_custom_server_talks_to_web_clients():
             transports=["websocket"],
         )
         try:
-            await client.emit("message", {"sender": "gui", "type": "SOCKET_INFO", "text": "CONNECTED"})
+            await client.emit(
+                "message", {"sender": "gui", "type": "SOCKET_INFO", "text": "CONNECTED"}
+            )
             welcome = await asyncio.wait_for(inbox.get(), 5)
             assert welcome["text"] == "welcome, gui" and welcome["sender"] == "server"
             assert wx.server.rooms["gui"] == "gui"
@@ -115,12 +117,18 @@ async def _run_script(name: str, *, until: str, interrupt: bool = False) -> tupl
     env = {k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")}
     env |= {"METAPUPPET_PORT": str(port), "METAPUPPET_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     script = await asyncio.create_subprocess_exec(
-        sys.executable, str(EXAMPLES / f"{name}.py"),
-        env=env, cwd=EXAMPLES.parent,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        str(EXAMPLES / f"{name}.py"),
+        env=env,
+        cwd=EXAMPLES.parent,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     node = NodeClient(
-        {"server": {"token": token}, "client": {"url": f"http://127.0.0.1:{port}", "bot": "example"}}
+        {
+            "server": {"token": token},
+            "client": {"url": f"http://127.0.0.1:{port}", "bot": "example"},
+        }
     )
     output = ""
     try:
@@ -152,8 +160,13 @@ async def test_hello_human_script_runs_end_to_end():
 async def test_hello_world_script_runs_end_to_end():
     code, output = await _run_script("hello_world", until="hello_world done")
     assert code == 0, output
-    for line in ("async: len(rooms) 0", "async: len(contacts)", "sync: len(rooms) 0",
-                 "contact_self MetaPuppet Bot", "hello_world done"):
+    for line in (
+        "async: len(rooms) 0",
+        "async: len(contacts)",
+        "sync: len(rooms) 0",
+        "contact_self MetaPuppet Bot",
+        "hello_world done",
+    ):
         assert line in output, output
 
 

@@ -67,9 +67,18 @@ async def test_exec_sends_code_args_and_timeout(server_factory):
 @pytest.mark.parametrize(
     ("error", "exc_type"),
     [
-        ({"kind": "runtime", "name": "TypeError", "message": "boom", "stack": "at x"}, SnippetError),
-        ({"kind": "compile", "name": "SyntaxError", "message": "1:3 bad", "stack": None}, SnippetCompileError),
-        ({"kind": "timeout", "name": "SnippetTimeout", "message": "late", "stack": None}, SnippetTimeout),
+        (
+            {"kind": "runtime", "name": "TypeError", "message": "boom", "stack": "at x"},
+            SnippetError,
+        ),
+        (
+            {"kind": "compile", "name": "SyntaxError", "message": "1:3 bad", "stack": None},
+            SnippetCompileError,
+        ),
+        (
+            {"kind": "timeout", "name": "SnippetTimeout", "message": "late", "stack": None},
+            SnippetTimeout,
+        ),
     ],
 )
 async def test_node_errors_become_named_python_errors(server_factory, error, exc_type):
@@ -101,7 +110,12 @@ async def test_direct_message_reply_goes_to_the_talker_on_the_same_bot(server_fa
     await settle(server)
     assert a.said() == []
     assert b.said() == [
-        {"kind": "contact", "to": "alice", "sayable": {"type": "text", "text": "olleh"}, "mentions": []}
+        {
+            "kind": "contact",
+            "to": "alice",
+            "sayable": {"type": "text", "text": "olleh"},
+            "mentions": [],
+        }
     ]
 
 
@@ -109,7 +123,9 @@ async def test_room_message_answered_in_the_room_only_when_mentioned(server_fact
     server = await server_factory(robot=TestBot())
     puppet = FakePuppet()
     server.attach_puppet(puppet)
-    await server.handle_event(make_event("message", message_payload("not for me", room="r@chatroom")))
+    await server.handle_event(
+        make_event("message", message_payload("not for me", room="r@chatroom"))
+    )
     await server.handle_event(
         make_event("message", message_payload("@Bot\u2005abc", room="r@chatroom", mentionSelf=True))
     )
@@ -222,13 +238,24 @@ async def test_friendship_is_accepted_then_greeted(server_factory):
     server = await server_factory(robot=TestBot())
     puppet = FakePuppet()
     server.attach_puppet(puppet)
-    payload = {"id": "f1", "type": 2, "contactId": "carol", "hello": "hi", "contact": {"id": "carol"}}
+    payload = {
+        "id": "f1",
+        "type": 2,
+        "contactId": "carol",
+        "hello": "hi",
+        "contact": {"id": "carol"},
+    }
     await server.handle_event(make_event("friendship", payload))
     await settle(server)
     codes = [d for e, d in puppet.calls]
     assert "accept()" in codes[0]["code"] and codes[0]["args"] == {"id": "f1"}
     assert puppet.said() == [
-        {"kind": "contact", "to": "carol", "sayable": {"type": "text", "text": "Hello Human!"}, "mentions": []}
+        {
+            "kind": "contact",
+            "to": "carol",
+            "sayable": {"type": "text", "text": "Hello Human!"},
+            "mentions": [],
+        }
     ]
 
 
@@ -242,10 +269,14 @@ async def test_debug_command_needs_debug_mode_and_an_admin(server_factory):
     server.admin_contacts = {"admin"}
     puppet = FakePuppet(answer=lambda e, d: answer)
     server.attach_puppet(puppet)
-    await server.handle_event(make_event("message", message_payload("$debug$\nreturn 40 + 2", talker="mallory")))
+    await server.handle_event(
+        make_event("message", message_payload("$debug$\nreturn 40 + 2", talker="mallory"))
+    )
     await settle(server)
     assert puppet.calls == []  # not an admin: plain text, no code ran
-    await server.handle_event(make_event("message", message_payload("$debug$\nreturn 40 + 2", talker="admin")))
+    await server.handle_event(
+        make_event("message", message_payload("$debug$\nreturn 40 + 2", talker="admin"))
+    )
     await settle(server)
     assert puppet.calls[0][1]["code"] == "return 40 + 2"
     assert "42" in puppet.said()[0]["sayable"]["text"]
@@ -263,8 +294,12 @@ def test_sync_api_from_a_plain_thread_with_run():
     server = SweetSocketServer(config=Config(), token="x" * 20, port=0)
     server.run(port=0)
     try:
-        server.attach_puppet(FakePuppet(answer=lambda e, d: {"ok": True, "result": [{"type": "Room"}]}))
-        assert server.exec_one_wx_function("bot.Room.findAll", [], need_return=True) == [{"type": "Room"}]
+        server.attach_puppet(
+            FakePuppet(answer=lambda e, d: {"ok": True, "result": [{"type": "Room"}]})
+        )
+        assert server.exec_one_wx_function("bot.Room.findAll", [], need_return=True) == [
+            {"type": "Room"}
+        ]
         assert server.exec_wx_function("return 1", need_return=False) is None
     finally:
         server.shutdown()

@@ -2,21 +2,42 @@
  * The Socket.IO link to the MetaPuppet server.
  *
  * - Authenticates as a puppet: `auth: {token, role: "puppet", protocol, bot}`.
- * - Forwards event envelopes through an outbox: an event stays in it until the server
- *   acknowledges it, and every unacknowledged event is sent again, in order, after a
- *   reconnect (the server drops duplicates by id). Events are only emitted while connected,
- *   so Socket.IO's own send buffer never holds (and never replays) a copy.
- * - Heartbeats are sent only while connected and never stored.
- * - Answers `exec` (run a snippet) and `echo` (raw round trip) through their acks.
+ * - Forwards event envelopes through the Outbox: an event stays in it until the server
+ *   acknowledges it (`{ok: true}`) or rejects it for good (`bad_request`, `forbidden`). On every
+ *   (re)connect the pending events are sent first, in order, then new ones as they come.
+ *   An event is sent at most once per connection: one whose ack says `unavailable` (or an
+ *   unknown kind), or that stays unacknowledged past `ackTimeoutMs`, waits for the next
+ *   reconnect (the server drops duplicates by id). Sending never waits for acks.
+ *   Events are only emitted while connected, so Socket.IO's own send buffer never holds a copy.
+ * - Reconnects by hand, for as long as it runs, with `reconnectDelay` (exponential, capped,
+ *   jittered); Socket.IO's own reconnection is off (its backoff degrades to 0 ms after ~1000
+ *   attempts, and it does not retry after a refusal or a server-side disconnect anyway).
+ * - Client heartbeats are sent only while connected and never stored.
+ * - Answers `exec` (run a snippet), `echo` (raw round trip) and `control` through their acks.
  */
 import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client'
 import { randomUUID } from 'node:crypto'
-import type { Logger } from './log.js'
-import { PROTOCOL_VERSION, WIRE, type AuthPayload, type EventEnvelope, type ExecResponse } from './protocol.js'
+import { reconnectDelay } from './backoff.js'
 import { fromThrown } from './executor.js'
+import type { Logger } from './log.js'
+import { Outbox, type OutboxEntry } from './outbox.js'
+import {
+  EVENT_ACK_DROP_KINDS,
+  PROTOCOL_VERSION,
+  WIRE,
+  type AuthPayload,
+  type ControlResponse,
+  type EventEnvelope,
+  type ExecResponse,
+  type JsonObject,
+} from './protocol.js'
 
 export interface ExecRunner {
   run(req: unknown): Promise<ExecResponse>
+}
+
+export interface ControlHandler {
+  handle(req: unknown): Promise<ControlResponse>
 }
 
 export interface BridgeOptions {
@@ -29,40 +50,53 @@ export interface BridgeOptions {
   reconnectDelayMaxMs: number
   /** Period of the client's own heartbeat; 0 disables it. */
   heartbeatMs: number
+  /** Extra fields of each client heartbeat (e.g. `{wechaty: {...}}`); called once per beat. */
+  heartbeatPayload?: () => JsonObject
   /** Called when retrying cannot help (token or protocol refused); the caller exits with `exitCode`. */
   onFatal: (message: string, exitCode: number) => void
   /** Called on every successful (re)connect. */
   onConnect?: () => void
-  /** Oldest unacknowledged events are dropped beyond this many. */
-  maxOutbox?: number
+  /** Where unacknowledged events live; default: in memory, 10 000 events / 64 MiB. Closed by close(). */
+  outbox?: Outbox
+  /** An event unacknowledged this long is reported and left for the next reconnect (default 30 000). */
+  ackTimeoutMs?: number
+  /** Answers `control` requests; without one they get a `bad_request` error. */
+  control?: ControlHandler
+  /** Randomness of the reconnect jitter (tests). */
+  random?: () => number
   /** Extra socket.io-client options (tests). */
   socketOptions?: Partial<ManagerOptions & SocketOptions>
-}
-
-interface OutboxEntry {
-  envelope: EventEnvelope
-  /** The connection number this entry was last sent on (0: never sent). */
-  sentOn: number
 }
 
 /** A refusal that will not fix itself by retrying. */
 const FATAL_REFUSAL = /token|protocol|auth/i
 
 export class Bridge {
-  /** Unacknowledged events, in emission order, keyed by envelope id. */
-  readonly outbox = new Map<string, OutboxEntry>()
+  readonly outbox: Outbox
   readonly socket: Socket
+  /** Counters for tests and diagnostics. */
+  readonly stats = { sent: 0, resent: 0, acked: 0, rejected: 0, deferred: 0, ackTimeouts: 0, connects: 0 }
+  /** The last reconnect delays (ms), newest last, at most 50. */
+  readonly retryDelays: number[] = []
 
   private connection = 0
+  /** Failed connection attempts since the last connect (for logs). */
   private failedAttempts = 0
+  /** Position in the backoff sequence; back to 0 after a connection that lasted. */
+  private backoffAttempt = 0
+  private connectedAt = 0
+  private deferredLogged = 0
   private heartbeatTimer: NodeJS.Timeout | undefined
+  private ackTimer: NodeJS.Timeout | undefined
   private retryTimer: NodeJS.Timeout | undefined
-  private closed = false
+  private closed = true
   private readonly startedAt = Date.now()
-  private readonly maxOutbox: number
+  private readonly ackTimeoutMs: number
 
   constructor(private readonly options: BridgeOptions) {
-    this.maxOutbox = options.maxOutbox ?? 10_000
+    this.outbox =
+      options.outbox ?? new Outbox({ path: null, maxEvents: 10_000, maxBytes: 64 * 1024 * 1024, log: options.log })
+    this.ackTimeoutMs = options.ackTimeoutMs ?? 30_000
     const auth: AuthPayload = {
       token: options.token,
       role: 'puppet',
@@ -73,11 +107,7 @@ export class Bridge {
       autoConnect: false,
       transports: ['websocket'],
       auth,
-      reconnection: true,
-      reconnectionAttempts: Infinity,
-      reconnectionDelay: options.reconnectDelayMs,
-      reconnectionDelayMax: options.reconnectDelayMaxMs,
-      randomizationFactor: 0.5,
+      reconnection: false,
       ...options.socketOptions,
     })
     this.wire()
@@ -95,6 +125,9 @@ export class Bridge {
       this.heartbeatTimer = setInterval(() => this.clientHeartbeat(), this.options.heartbeatMs)
       this.heartbeatTimer.unref()
     }
+    const sweepMs = Math.max(10, Math.min(1_000, Math.floor(this.ackTimeoutMs / 4)))
+    this.ackTimer = setInterval(() => this.sweepAcks(), sweepMs)
+    this.ackTimer.unref()
   }
 
   /** Queues an event envelope; heartbeats are sent only if connected and never stored. */
@@ -103,63 +136,114 @@ export class Bridge {
       if (this.socket.connected) this.socket.volatile.emit(WIRE.event, envelope)
       return
     }
-    const entry: OutboxEntry = { envelope, sentOn: 0 }
-    this.outbox.set(envelope.id, entry)
-    if (this.outbox.size > this.maxOutbox) {
-      const oldest = this.outbox.keys().next().value
-      if (oldest !== undefined) {
-        this.outbox.delete(oldest)
-        this.options.log.warn('outbox full (%d events): dropped the oldest unacknowledged event', this.maxOutbox)
-      }
-    }
-    if (this.socket.connected) this.transmit(entry)
+    const entry = this.outbox.add(envelope)
+    if (entry !== undefined && entry.sentOn === 0 && this.socket.connected) this.transmit(entry)
   }
 
-  /** Resolves once every queued event is acknowledged, the link is down, or `timeoutMs` passed. */
+  /** Resolves once no event awaits an ack or a send, the link is down, or `timeoutMs` passed. */
   async drain(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs
-    while (this.outbox.size > 0 && this.socket.connected && Date.now() < deadline) {
+    while (this.socket.connected && Date.now() < deadline && this.outbox.pending().some((e) => !e.parked)) {
       await new Promise((resolve) => setTimeout(resolve, 10))
     }
   }
 
+  /** Disconnects for good and closes the outbox (its file is compacted). */
   close(): void {
     this.closed = true
     clearInterval(this.heartbeatTimer)
+    clearInterval(this.ackTimer)
     clearTimeout(this.retryTimer)
     this.socket.disconnect()
+    this.outbox.close()
   }
 
   private transmit(entry: OutboxEntry): void {
-    entry.sentOn = this.connection
-    const { id, name } = entry.envelope
-    this.socket.emit(WIRE.event, entry.envelope, (ack: unknown) => this.onEventAck(id, name, ack))
+    if (entry.sentOn !== 0) this.stats.resent++
+    this.stats.sent++
+    const connection = this.connection
+    entry.sentOn = connection
+    entry.sentAt = Date.now()
+    entry.parked = false
+    const { id } = entry.envelope
+    this.socket.emit(WIRE.event, entry.envelope, (ack: unknown) => this.onEventAck(id, connection, ack))
   }
 
-  private onEventAck(id: string, name: string, ack: unknown): void {
-    if (!this.outbox.has(id)) return
-    this.outbox.delete(id)
-    if (typeof ack === 'object' && ack !== null && (ack as { ok?: unknown }).ok === false) {
-      const error = (ack as { error?: { name?: unknown; message?: unknown } }).error
-      this.options.log.warn(
-        'server rejected %s event %s: %s: %s (not resent)',
+  private onEventAck(id: string, connection: number, ack: unknown): void {
+    const entry = this.outbox.get(id)
+    if (entry === undefined || entry.sentOn !== connection) return
+    const { name } = entry.envelope
+    const { log } = this.options
+    const isObject = typeof ack === 'object' && ack !== null
+    if (!isObject || (ack as { ok?: unknown }).ok !== false) {
+      if (!(isObject && (ack as { ok?: unknown }).ok === true)) {
+        log.debug('unexpected ack for %s event %s (taken as ok): %j', name, id, ack)
+      }
+      this.stats.acked++
+      this.outbox.remove(id)
+      return
+    }
+    const raw = (ack as { error?: unknown }).error
+    const error = (typeof raw === 'object' && raw !== null ? raw : {}) as { kind?: unknown; name?: unknown; message?: unknown }
+    const kind = typeof error.kind === 'string' ? error.kind : 'unknown'
+    const text = `${String(error.name ?? 'Error')}: ${String(error.message ?? JSON.stringify(ack))}`
+    if (EVENT_ACK_DROP_KINDS.includes(kind)) {
+      this.stats.rejected++
+      log.warn('server rejected %s event %s (%s) %s; dropped, not re-sent', name, id, kind, text)
+      this.outbox.remove(id)
+      return
+    }
+    // `unavailable` (the server is shutting down) or a kind this client does not know: keep it,
+    // and send it again after the next reconnect, not now (that would spin).
+    this.stats.deferred++
+    entry.parked = true
+    if (this.deferredLogged !== connection) {
+      this.deferredLogged = connection
+      log.warn(
+        'server could not take %s event %s (%s) %s; kept, it and any others like it are re-sent after the next reconnect',
         name,
         id,
-        error?.name ?? 'Error',
-        error?.message ?? JSON.stringify(ack),
+        kind,
+        text,
       )
-    } else if (!(typeof ack === 'object' && ack !== null && (ack as { ok?: unknown }).ok === true)) {
-      this.options.log.debug('unexpected ack for %s event %s: %j', name, id, ack)
+    } else {
+      log.debug('server could not take %s event %s (%s); kept for the next reconnect', name, id, kind)
     }
+  }
+
+  /** Reports events unacknowledged past the ack timeout; they wait for the next reconnect. */
+  private sweepAcks(): void {
+    if (!this.socket.connected) return
+    const now = Date.now()
+    let overdue = 0
+    for (const entry of this.outbox.pending()) {
+      if (entry.sentOn === this.connection && !entry.parked && now - entry.sentAt >= this.ackTimeoutMs) {
+        entry.parked = true
+        overdue++
+      }
+    }
+    if (overdue === 0) return
+    this.stats.ackTimeouts += overdue
+    this.options.log.warn(
+      '%d events not acknowledged within %d ms; kept, re-sent after the next reconnect (a late ack still counts)',
+      overdue,
+      this.ackTimeoutMs,
+    )
   }
 
   private clientHeartbeat(): void {
     if (!this.socket.connected) return
+    let extra: JsonObject = {}
+    try {
+      extra = this.options.heartbeatPayload?.() ?? {}
+    } catch (e) {
+      this.options.log.debug('heartbeat payload failed: %s', e)
+    }
     this.send({
       id: randomUUID(),
       bot: this.options.botName,
       name: 'heartbeat',
-      payload: { source: 'client', uptime_s: Math.round((Date.now() - this.startedAt) / 1000) },
+      payload: { source: 'client', uptime_s: Math.round((Date.now() - this.startedAt) / 1000), ...extra },
       ts: Date.now(),
     })
   }
@@ -169,12 +253,16 @@ export class Bridge {
     const socket = this.socket
 
     socket.on('connect', () => {
+      clearTimeout(this.retryTimer)
+      this.retryTimer = undefined
       this.connection++
+      this.stats.connects++
+      this.connectedAt = Date.now()
       if (this.failedAttempts > 0) log.info('connected to %s after %d failed attempts', url, this.failedAttempts)
       else log.info('connected to %s', url)
       this.failedAttempts = 0
-      const pending = [...this.outbox.values()]
-      if (pending.length > 0) log.info('re-sending %d unacknowledged events', pending.length)
+      const pending = this.outbox.pending()
+      if (pending.length > 0) log.info('sending %d unacknowledged events first', pending.length)
       for (const entry of pending) {
         if (entry.sentOn !== this.connection) this.transmit(entry)
       }
@@ -183,9 +271,10 @@ export class Bridge {
 
     socket.on('disconnect', (reason) => {
       if (this.closed) return
+      // A connection that lasted restarts the backoff sequence; a flapping one keeps climbing.
+      if (Date.now() - this.connectedAt >= this.options.reconnectDelayMaxMs) this.backoffAttempt = 0
       log.warn('disconnected from %s (%s); reconnecting', url, reason)
-      // After a server-side disconnect Socket.IO does not reconnect by itself.
-      if (reason === 'io server disconnect') this.retryLater()
+      this.retryLater()
     })
 
     socket.on('connect_error', (err: Error) => {
@@ -214,6 +303,7 @@ export class Bridge {
       } else {
         log.debug('%s [attempt %d]', message, this.failedAttempts)
       }
+      this.retryLater()
     })
 
     socket.on(WIRE.exec, (req: unknown, ack?: unknown) => {
@@ -236,17 +326,40 @@ export class Bridge {
       }
       if (typeof ack === 'function') (ack as (d: unknown) => void)(data)
     })
+
+    socket.on(WIRE.control, (req: unknown, ack?: unknown) => {
+      if (typeof req === 'function' && ack === undefined) [req, ack] = [undefined, req]
+      let answered = false
+      const reply = (response: ControlResponse): void => {
+        if (answered) return
+        answered = true
+        if (typeof ack === 'function') (ack as (r: ControlResponse) => void)(response)
+        else log.warn('control request without an ack callback: answered %j to nobody', response)
+      }
+      const handler = this.options.control
+      const running: Promise<ControlResponse> = handler
+        ? Promise.resolve().then(() => handler.handle(req))
+        : Promise.resolve({
+            ok: false,
+            error: { kind: 'bad_request', name: 'BadRequest', message: 'this client has no control handler', stack: null },
+          })
+      running
+        .then(reply, (e: unknown) => reply({ ok: false, error: fromThrown('runtime', e) }))
+        .catch((e: unknown) => log.error('could not answer a control request: %s', e))
+    })
   }
 
-  /** Reconnects by hand (after a refusal or a server-side disconnect), with backoff. */
+  /** Schedules the next connection attempt with backoff (one pending attempt at a time). */
   private retryLater(): void {
-    if (this.closed) return
-    clearTimeout(this.retryTimer)
+    if (this.closed || this.retryTimer !== undefined) return
     const { reconnectDelayMs: base, reconnectDelayMaxMs: max } = this.options
-    const exp = Math.min(max, base * 2 ** Math.min(this.failedAttempts, 20))
-    const delay = Math.round(exp * (0.5 + Math.random() * 0.5)) || base
+    const delay = reconnectDelay(++this.backoffAttempt, base, max, this.options.random)
+    this.retryDelays.push(delay)
+    if (this.retryDelays.length > 50) this.retryDelays.shift()
+    this.options.log.debug('next connection attempt in %d ms (backoff step %d)', delay, this.backoffAttempt)
     this.retryTimer = setTimeout(() => {
-      if (!this.closed && !this.socket.active) this.socket.connect()
+      this.retryTimer = undefined
+      if (!this.closed && !this.socket.connected) this.socket.connect()
     }, delay)
   }
 }

@@ -5,7 +5,7 @@
  * else built-in defaults. Keys this side does not know (the Python side's) are ignored.
  */
 import { existsSync, readFileSync } from 'node:fs'
-import { resolve } from 'node:path'
+import { dirname, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { MAX_BOT_NAME_LENGTH } from './protocol.js'
 
@@ -17,6 +17,16 @@ export interface MetaPuppetConfig {
     heartbeat_ms: number
     reconnect_delay_ms: number
     reconnect_delay_max_ms: number
+    /** JSONL file the outbox is persisted to; null keeps it in memory only. Absolute once loaded. */
+    outbox_path: string | null
+    outbox_max_events: number
+    outbox_max_bytes: number
+    /** An event unacknowledged this long is logged and re-sent after the next reconnect only. */
+    ack_timeout_ms: number
+    /** A ding the puppet does not answer (dong) within this time reports `alive: false`. */
+    stall_probe_timeout_ms: number
+    /** PEM file of a certificate authority to trust for an https:// (wss://) server URL. */
+    ca_file: string | null
   }
   puppet: { name: string; token: string | null; options: Record<string, unknown> }
   mock: { user_name: string }
@@ -54,7 +64,7 @@ export const USAGE = [
   '',
   'env overrides: METAPUPPET_URL, METAPUPPET_HOST, METAPUPPET_PORT, METAPUPPET_TOKEN,',
   '  METAPUPPET_PUPPET_TOKEN, METAPUPPET_BOT, METAPUPPET_PUPPET, METAPUPPET_PUPPET_SERVICE_TOKEN,',
-  '  METAPUPPET_LOG_LEVEL (debug|info|warn|error)',
+  '  METAPUPPET_OUTBOX_PATH, METAPUPPET_LOG_LEVEL (debug|info|warn|error)',
 ].join('\n')
 
 export const MOCK_PUPPET_NAMES: readonly string[] = ['wechaty-puppet-mock', 'mock']
@@ -68,6 +78,12 @@ export function defaultConfig(): MetaPuppetConfig {
       heartbeat_ms: 15_000,
       reconnect_delay_ms: 500,
       reconnect_delay_max_ms: 5_000,
+      outbox_path: null,
+      outbox_max_events: 10_000,
+      outbox_max_bytes: 64 * 1024 * 1024,
+      ack_timeout_ms: 30_000,
+      ca_file: null,
+      stall_probe_timeout_ms: 10_000,
     },
     puppet: { name: 'wechaty-puppet-mock', token: null, options: {} },
     mock: { user_name: 'MetaPuppet Bot' },
@@ -114,7 +130,7 @@ export function loadConfig(options: LoadOptions = {}): ResolvedConfig {
   if (configPath !== null) {
     mergeFile(config, readJsonFile(configPath), configPath)
   }
-  applyEnv(config, env)
+  applyEnv(config, env, cwd)
 
   if (config.client.bot.trim() === '' || config.client.bot.length > MAX_BOT_NAME_LENGTH) {
     throw new ConfigError(`client.bot must be a non-empty name of at most ${MAX_BOT_NAME_LENGTH} characters (the server refuses longer ones)`)
@@ -227,6 +243,18 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): void 
     int(client, 'client', 'reconnect_delay_ms', 1, day) ?? config.client.reconnect_delay_ms
   config.client.reconnect_delay_max_ms =
     int(client, 'client', 'reconnect_delay_max_ms', 1, day) ?? config.client.reconnect_delay_max_ms
+  const outboxPath = str(client, 'client', 'outbox_path', true)
+  // A relative path is relative to the config file, not to wherever the process was started.
+  if (outboxPath !== undefined) config.client.outbox_path = outboxPath === null ? null : resolve(dirname(path), outboxPath)
+  config.client.outbox_max_events =
+    int(client, 'client', 'outbox_max_events', 1, 10_000_000) ?? config.client.outbox_max_events
+  config.client.outbox_max_bytes =
+    int(client, 'client', 'outbox_max_bytes', 1024, 2 ** 40) ?? config.client.outbox_max_bytes
+  config.client.ack_timeout_ms = int(client, 'client', 'ack_timeout_ms', 1, day) ?? config.client.ack_timeout_ms
+  config.client.stall_probe_timeout_ms =
+    int(client, 'client', 'stall_probe_timeout_ms', 1, day) ?? config.client.stall_probe_timeout_ms
+  const caFile = str(client, 'client', 'ca_file', true)
+  if (caFile !== undefined) config.client.ca_file = caFile === null ? null : resolve(dirname(path), caFile)
 
   const puppet = section('puppet')
   config.puppet.name = str(puppet, 'puppet', 'name', false) ?? config.puppet.name
@@ -246,7 +274,7 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): void 
   }
 }
 
-function applyEnv(config: MetaPuppetConfig, env: NodeJS.ProcessEnv): void {
+function applyEnv(config: MetaPuppetConfig, env: NodeJS.ProcessEnv, cwd: string): void {
   const url = nonEmpty(env.METAPUPPET_URL)
   if (url !== null) config.client.url = url
   const host = nonEmpty(env.METAPUPPET_HOST)
@@ -269,4 +297,6 @@ function applyEnv(config: MetaPuppetConfig, env: NodeJS.ProcessEnv): void {
   if (puppet !== null) config.puppet.name = puppet
   const serviceToken = nonEmpty(env.METAPUPPET_PUPPET_SERVICE_TOKEN)
   if (serviceToken !== null) config.puppet.token = serviceToken
+  const outboxPath = nonEmpty(env.METAPUPPET_OUTBOX_PATH)
+  if (outboxPath !== null) config.client.outbox_path = resolve(cwd, outboxPath)
 }

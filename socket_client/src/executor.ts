@@ -10,7 +10,7 @@ import { transformSync, type Message as EsbuildMessage } from 'esbuild'
 import { FileBox } from 'file-box'
 import { inspect } from 'node:util'
 import type { Wechaty } from 'wechaty'
-import type { Logger } from './log.js'
+import { rateLimitedLogger, type Logger } from './log.js'
 import {
   DEFAULT_EXEC_TIMEOUT_MS,
   MAX_EXEC_TIMEOUT_MS,
@@ -40,6 +40,8 @@ export interface ExecutorOptions {
   cacheSize?: number
   /** Cap on the JSON size of one result. */
   maxResultBytes?: number
+  /** The `log` snippets see; default: `log` limited to 100 lines per second (see rateLimitedLogger). */
+  snippetLog?: Logger
 }
 
 const PARAMS = 'bot, args, FileBox, log, mocker, mock'
@@ -56,6 +58,7 @@ export class Executor {
   private lastCode: string | undefined
   private readonly bot: Wechaty | null
   private readonly log: Logger
+  private readonly snippetLog: Logger
   private readonly mocker: unknown
   private readonly mock: unknown
   private readonly cacheSize: number
@@ -64,6 +67,7 @@ export class Executor {
   constructor(options: ExecutorOptions) {
     this.bot = options.bot
     this.log = options.log
+    this.snippetLog = options.snippetLog ?? rateLimitedLogger(options.log)
     this.mocker = options.mocker ?? null
     this.mock = options.mock ?? null
     this.cacheSize = Math.max(1, options.cacheSize ?? 1000)
@@ -134,7 +138,7 @@ export class Executor {
       }, timeoutMs)
       let running: Promise<unknown>
       try {
-        running = fn(this.bot, args, FileBox, this.log, this.mocker, this.mock)
+        running = fn(this.bot, args, FileBox, this.snippetLog, this.mocker, this.mock)
       } catch (e) {
         finish({ ok: false, error: fromThrown('runtime', e) })
         return
@@ -217,10 +221,37 @@ function badRequest(message: string): ExecResponse {
   return errorResponse('bad_request', 'BadRequest', message)
 }
 
-/** Turns anything thrown into a wire error; non-Error values get the name "NonError". */
+/**
+ * Turns anything thrown into a wire error; non-Error values get the name "NonError". Never
+ * throws, even for hostile values (a Proxy whose traps throw, a getter that throws, ...).
+ */
 export function fromThrown(kind: ErrorKind, e: unknown): WireError {
+  try {
+    const error = wireErrorOf(kind, e)
+    error.message = cut(error.message, MAX_ERROR_TEXT)
+    if (error.stack !== null) error.stack = cut(error.stack, MAX_ERROR_TEXT)
+    return error
+  } catch (inner) {
+    let why = 'unknown'
+    try {
+      why = inner instanceof Error ? inner.message : typeof inner
+    } catch {
+      // keep 'unknown'
+    }
+    return { kind, name: 'NonError', message: `<a thrown value that cannot be inspected: ${why}>`, stack: null }
+  }
+}
+
+/** Error messages and stacks longer than this many characters are cut (a snippet may throw a huge string). */
+export const MAX_ERROR_TEXT = 64 * 1024
+
+function cut(text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`
+}
+
+function wireErrorOf(kind: ErrorKind, e: unknown): WireError {
   if (e instanceof Error) {
-    return { kind, name: e.name, message: e.message, stack: e.stack ?? null }
+    return { kind, name: String(e.name), message: String(e.message), stack: typeof e.stack === 'string' ? e.stack : null }
   }
   if (typeof e === 'object' && e !== null) {
     const { name, message, stack } = e as Record<string, unknown>
@@ -232,9 +263,13 @@ export function fromThrown(kind: ErrorKind, e: unknown): WireError {
 }
 
 function describeThrown(e: unknown): string {
-  if (typeof e === 'string') return e
-  if (e instanceof Error) return `${e.name}: ${e.message}`
-  return inspect(e, { depth: 4, breakLength: Infinity })
+  try {
+    if (typeof e === 'string') return e
+    if (e instanceof Error) return `${e.name}: ${e.message}`
+    return inspect(e, { depth: 4, breakLength: Infinity })
+  } catch {
+    return '<a thrown value that cannot be inspected>'
+  }
 }
 
 function describe(value: unknown): string {

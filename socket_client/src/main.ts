@@ -4,11 +4,15 @@
  * Loads the config, builds the Wechaty bot (and the MockKit under the mock puppet), forwards
  * its events to the MetaPuppet server and runs the snippets the server sends.
  */
+import { readFileSync } from 'node:fs'
 import { ConfigError, USAGE, loadConfig, parseCli, type ResolvedConfig } from './config.js'
 import { Bridge } from './bridge.js'
+import { Control } from './control.js'
 import { attachEvents } from './events.js'
 import { Executor } from './executor.js'
+import { LivenessProbe } from './liveness.js'
 import { createLogger } from './log.js'
+import { Outbox, OutboxError } from './outbox.js'
 import { buildBot, type BuiltBot } from './puppet.js'
 
 const SHUTDOWN_TIMEOUT_MS = 5_000
@@ -48,6 +52,23 @@ async function main(argv: readonly string[]): Promise<void> {
   }
   const { bot, mock, mocker, puppetName } = built
 
+  let outbox: Outbox
+  try {
+    outbox = new Outbox({
+      path: config.client.outbox_path,
+      maxEvents: config.client.outbox_max_events,
+      maxBytes: config.client.outbox_max_bytes,
+      log,
+    })
+  } catch (e) {
+    if (e instanceof OutboxError) {
+      log.error('%s', e.message)
+      process.exit(1)
+    }
+    throw e
+  }
+  if (outbox.path !== null) log.info('outbox file: %s', outbox.path)
+
   let shuttingDown = false
   const shutdown = async (code: number): Promise<void> => {
     if (shuttingDown) return
@@ -60,7 +81,8 @@ async function main(argv: readonly string[]): Promise<void> {
       ])
       await bridge.drain(1_000)
     }
-    bridge.close()
+    liveness.stop()
+    bridge.close() // also compacts the outbox file: it keeps exactly the unacknowledged events
     process.exit(code)
   }
 
@@ -73,15 +95,35 @@ async function main(argv: readonly string[]): Promise<void> {
   }
 
   const executor = new Executor({ bot, log, mocker, mock })
+  const liveness = new LivenessProbe({ bot, timeoutMs: config.client.stall_probe_timeout_ms, log })
+  let socketOptions: { ca: string } | undefined
+  if (config.client.ca_file !== null) {
+    try {
+      socketOptions = { ca: readFileSync(config.client.ca_file, 'utf8') }
+    } catch (error) {
+      log.error('cannot read client.ca_file %s: %s', config.client.ca_file, String(error))
+      process.exit(1)
+    }
+  }
   const bridge = new Bridge({
     url,
     token,
+    socketOptions,
     botName,
     log,
     executor,
     reconnectDelayMs: config.client.reconnect_delay_ms,
     reconnectDelayMaxMs: config.client.reconnect_delay_max_ms,
     heartbeatMs: config.client.heartbeat_ms,
+    heartbeatPayload: () => {
+      // Report the latest completed probe, then start the next one in the background.
+      const wechaty = liveness.state()
+      void liveness.probe()
+      return { wechaty }
+    },
+    outbox,
+    ackTimeoutMs: config.client.ack_timeout_ms,
+    control: new Control({ bot, mock, log }),
     onFatal: (message, exitCode) => {
       log.error('%s', message)
       void shutdown(exitCode)
@@ -94,6 +136,7 @@ async function main(argv: readonly string[]): Promise<void> {
     loggedIn = true
     log.info('logged in as %s (%s) %d ms after process start', user.name(), user.id, Math.round(performance.now()))
     announceReady()
+    void liveness.probe()
   })
   bot.on('logout', () => {
     loggedIn = false

@@ -15,7 +15,26 @@ export const WIRE = {
   exec: 'exec',
   /** Python → Node: returns its argument untouched (raw round-trip baseline for benchmarks). */
   echo: 'echo',
+  /** Python → Node: `{action}` (see CONTROL_ACTIONS), answered `{ok: true}` or `{ok: false, error}`. */
+  control: 'control',
 } as const
+
+/** Actions of the `control` event. `restart-bot`: stop the Wechaty bot and start it again. */
+export const CONTROL_ACTIONS = ['restart-bot'] as const
+export type ControlAction = (typeof CONTROL_ACTIONS)[number]
+
+export interface ControlRequest {
+  action: ControlAction
+}
+
+export type ControlResponse = { ok: true } | { ok: false; error: WireError }
+
+/**
+ * Error kinds in an `event` ack after which the event is dropped (never re-sent). Any other
+ * kind (`unavailable`: the server is shutting down, or one this client does not know) keeps
+ * the event for re-sending after the next reconnect.
+ */
+export const EVENT_ACK_DROP_KINDS: readonly string[] = ['bad_request', 'forbidden']
 
 export type Role = 'puppet' | 'web'
 
@@ -70,8 +89,8 @@ export interface WireError {
   stack: string | null
 }
 
-/** The server's acknowledgement of an `event`. */
-export type EventAck = { ok: true } | { ok: false; error: Partial<WireError> }
+/** The server's acknowledgement of an `event`; `error.kind` may be a server kind such as `forbidden` or `unavailable`. */
+export type EventAck = { ok: true } | { ok: false; error: { kind?: string; name?: string; message?: string } }
 
 /** Python → Node `exec` request. `code` is the body of an async function; data travels in `args`. */
 export interface ExecRequest {
@@ -185,5 +204,16 @@ export interface ErrorEventPayload extends JsonObject {
   stack: string | null
 }
 
-/** Wechaty heartbeats carry `{data}`; the client's own carry `{source: "client", uptime_s}`. */
-export type HeartbeatEventPayload = { data: Json } | { source: 'client'; uptime_s: number }
+/** Liveness of the Wechaty bot, in the client's own heartbeat. */
+export interface WechatyLiveness extends JsonObject {
+  logged_in: boolean
+  /** False when the latest ding probe got no dong within client.stall_probe_timeout_ms (or ding threw). */
+  alive: boolean
+  /** Round trip of the latest completed probe; null before the first one or when it failed. */
+  ding_ms: number | null
+}
+
+/** Wechaty heartbeats carry `{data}`; the client's own carry `{source: "client", uptime_s, wechaty}`. */
+export type HeartbeatEventPayload =
+  | { data: Json }
+  | { source: 'client'; uptime_s: number; wechaty: WechatyLiveness }

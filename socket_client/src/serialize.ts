@@ -36,7 +36,7 @@ export async function toWire(value: unknown, maxBytes: number = DEFAULT_MAX_JSON
   // Fast path: most exec results are primitives.
   switch (typeof value) {
     case 'string':
-      if (value.length + 2 > maxBytes) throw tooLarge(maxBytes)
+      if (value.length + 2 > maxBytes) throw tooLarge(maxBytes, value.length + 2, true)
       return value
     case 'boolean':
       return value
@@ -52,8 +52,24 @@ export async function toWire(value: unknown, maxBytes: number = DEFAULT_MAX_JSON
   return out === DROP ? null : out
 }
 
-function tooLarge(maxBytes: number): SerializeError {
-  return new SerializeError(`result is too large to send: its JSON would exceed ${maxBytes} bytes`)
+/** Names the size (exact, or how far the walk got before stopping) and the cap. */
+function tooLarge(maxBytes: number, size: number, exact: boolean): SerializeError {
+  const what = exact ? `is ${size} bytes (${humanBytes(size)})` : `is at least ${size} bytes (${humanBytes(size)})`
+  return new SerializeError(
+    `result is too large to send: its JSON ${what}, over the cap of ${maxBytes} bytes (${humanBytes(maxBytes)}); return less data, e.g. one page at a time`,
+  )
+}
+
+function humanBytes(n: number): string {
+  if (n < 1024) return `${n} B`
+  const units = ['KiB', 'MiB', 'GiB', 'TiB']
+  let value = n / 1024
+  let unit = 0
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit++
+  }
+  return `${Number(value.toFixed(1))} ${units[unit]}`
 }
 
 /** `WechatifiedContactSelfImpl` → `ContactSelf`; null when `o` is not a Wechaty user object. */
@@ -74,7 +90,7 @@ class Walker {
 
   add(n: number): void {
     this.size += n
-    if (this.size > this.maxBytes) throw tooLarge(this.maxBytes)
+    if (this.size > this.maxBytes) throw tooLarge(this.maxBytes, this.size, false)
   }
 
   walk(v: unknown, depth: number): Walked {

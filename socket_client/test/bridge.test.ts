@@ -4,11 +4,16 @@
 import assert from 'node:assert/strict'
 import { createServer } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { afterEach, describe, it } from 'node:test'
+import { after, afterEach, describe, it } from 'node:test'
 import { Server, type Socket as ServerSocket } from 'socket.io'
-import { Bridge } from '../src/bridge.js'
+import { Bridge, type BridgeOptions } from '../src/bridge.js'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { reconnectDelay } from '../src/backoff.js'
 import { Executor } from '../src/executor.js'
 import { silentLogger } from '../src/log.js'
+import { Outbox } from '../src/outbox.js'
 import type { EventEnvelope } from '../src/protocol.js'
 import { sleep } from './helpers.js'
 
@@ -67,25 +72,26 @@ async function startServer(): Promise<Harness> {
 
 function startBridge(
   url: string,
-  overrides: { token?: string; heartbeatMs?: number; onFatal?: (m: string, c: number) => void } = {},
+  overrides: Partial<BridgeOptions> = {},
 ): Bridge {
   const bridge = new Bridge({
     url,
-    token: overrides.token ?? 'good',
+    token: 'good',
     botName: 'bridge-bot',
     log: silentLogger,
     executor: new Executor({ bot: null, log: silentLogger }),
     reconnectDelayMs: 20,
     reconnectDelayMaxMs: 50,
-    heartbeatMs: overrides.heartbeatMs ?? 0,
-    onFatal: overrides.onFatal ?? ((message) => assert.fail(`unexpected fatal: ${message}`)),
+    heartbeatMs: 0,
+    onFatal: (message) => assert.fail(`unexpected fatal: ${message}`),
+    ...overrides,
   })
   cleanups.push(() => bridge.close())
   return bridge
 }
 
-function envelope(n: number, name: EventEnvelope['name'] = 'message'): EventEnvelope {
-  return { id: `event-${n}`, bot: 'bridge-bot', name, payload: { n }, ts: Date.now() }
+function envelope(n: number, name: EventEnvelope['name'] = 'message', ts = Date.now()): EventEnvelope {
+  return { id: `event-${n}`, bot: 'bridge-bot', name, payload: { n }, ts }
 }
 
 async function until(condition: () => boolean, what: string, timeoutMs = 3_000): Promise<void> {
@@ -207,5 +213,217 @@ describe('Bridge', () => {
     await sleep(150)
     assert.equal(bridge.connected, false)
     assert.equal(bridge.outbox.size, 1)
+  })
+})
+
+describe('Bridge reliability', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'metapuppet-bridge-'))
+  after(() => rmSync(dir, { recursive: true, force: true }))
+  let fileNo = 0
+  const outboxAt = (path: string): Outbox =>
+    new Outbox({ path, maxEvents: 10_000, maxBytes: 64 * 1024 * 1024, log: silentLogger })
+
+  it('re-sends the outbox file of a crashed process first, in order, once, without the acknowledged events', async () => {
+    const path = join(dir, `crash-${++fileNo}.jsonl`)
+    const server = await startServer()
+    // First process: the server acknowledges only events 2 and 4, then the process "crashes".
+    server.answer = (e) => (e.id === 'event-2' || e.id === 'event-4' ? { ok: true } : undefined)
+    const firstOutbox = outboxAt(path)
+    const first = startBridge(server.url, { outbox: firstOutbox })
+    first.start()
+    await until(() => first.connected, 'a connection')
+    for (let n = 1; n <= 5; n++) first.send(envelope(n))
+    await until(() => server.received.length === 5 && first.outbox.size === 3, 'five events, two acks')
+    firstOutbox.close = () => {} // crash: no compaction, no clean close; only the appended log is left
+    first.close()
+
+    // Second process, same file: pending events go first, then one queued before and one after connecting.
+    server.received.length = 0
+    server.answer = () => ({ ok: true })
+    const second = startBridge(server.url, { outbox: outboxAt(path) })
+    assert.deepEqual(second.outbox.pending().map((e) => e.envelope.id), ['event-1', 'event-3', 'event-5'])
+    second.send(envelope(6))
+    second.start()
+    await until(() => second.connected, 'a connection')
+    second.send(envelope(7))
+    await until(() => second.outbox.size === 0, 'the outbox to drain')
+    await sleep(30)
+    assert.deepEqual(server.received.map((e) => e.id), ['event-1', 'event-3', 'event-5', 'event-6', 'event-7'])
+    assert.deepEqual(server.received[0], envelope(1, 'message', server.received[0]!.ts))
+    second.close()
+    assert.equal(readFileSync(path, 'utf8'), '') // closed cleanly: compacted to nothing pending
+  })
+
+  it('keeps an event the server cannot take now (unavailable, unknown kind) for the next reconnect; drops forbidden ones', async () => {
+    const server = await startServer()
+    const nack = (kind: string) => ({ ok: false, error: { kind, name: 'ServerError', message: `said ${kind}` } })
+    server.answer = (e, socket) => {
+      if (socket !== server.sockets[0]) return { ok: true }
+      if (e.id === 'event-2') return nack('unavailable')
+      if (e.id === 'event-3') return nack('something-new')
+      if (e.id === 'event-4') return nack('forbidden')
+      return { ok: true }
+    }
+    const bridge = startBridge(server.url)
+    bridge.start()
+    await until(() => bridge.connected, 'a connection')
+    for (let n = 1; n <= 4; n++) bridge.send(envelope(n))
+    await until(() => bridge.stats.deferred === 2 && bridge.stats.rejected === 1, 'the answers')
+    assert.deepEqual(bridge.outbox.pending().map((e) => e.envelope.id), ['event-2', 'event-3'])
+    await sleep(100) // no immediate re-send (no spinning) ...
+    bridge.send(envelope(5)) // ... and new events still flow
+    await until(() => server.received.length === 5 && !bridge.outbox.has('event-5'), 'event 5')
+    assert.deepEqual(server.received.map((e) => e.id), ['event-1', 'event-2', 'event-3', 'event-4', 'event-5'])
+
+    server.sockets[0]!.conn.close()
+    await until(() => bridge.outbox.size === 0, 'the kept events to be re-sent and acknowledged')
+    await sleep(30)
+    assert.deepEqual(server.received.map((e) => e.id).slice(5), ['event-2', 'event-3'])
+  })
+
+  it('leaves an event unacknowledged past the ack timeout for the next reconnect, and honours a late ack', async () => {
+    const server = await startServer()
+    let lateAck: (() => void) | undefined
+    // First connection: event 1 is never answered, event 3 only late (by hand, below).
+    server.answer = (e, socket) =>
+      socket === server.sockets[0] && (e.id === 'event-1' || e.id === 'event-3') ? undefined : { ok: true }
+    server.io.on('connection', (socket) => {
+      socket.prependListener('event', (e: EventEnvelope, ack: (a: unknown) => void) => {
+        if (e.id === 'event-3' && socket === server.sockets[0]) lateAck = () => ack({ ok: true })
+      })
+    })
+    const bridge = startBridge(server.url, { ackTimeoutMs: 60 })
+    bridge.start()
+    await until(() => bridge.connected, 'a connection')
+    for (let n = 1; n <= 3; n++) bridge.send(envelope(n))
+    await until(() => bridge.stats.ackTimeouts === 2, 'two ack timeouts')
+    await sleep(100)
+    assert.deepEqual(server.received.map((e) => e.id), ['event-1', 'event-2', 'event-3']) // nothing re-sent yet
+    assert.equal(bridge.stats.ackTimeouts, 2)
+    lateAck!() // a slow handler finally finishes
+    await until(() => !bridge.outbox.has('event-3'), 'the late ack')
+
+    server.sockets[0]!.conn.close()
+    await until(() => bridge.outbox.size === 0, 'event 1 re-sent and acknowledged')
+    await sleep(30)
+    assert.deepEqual(server.received.map((e) => e.id), ['event-1', 'event-2', 'event-3', 'event-1'])
+  })
+
+  it('never waits for slow acks before sending, nor re-sends while an ack is pending', async () => {
+    const server = await startServer()
+    server.io.on('connection', (socket) => {
+      socket.prependListener('event', (_e: EventEnvelope, ack: (a: unknown) => void) => {
+        setTimeout(() => ack({ ok: true }), 500) // "ack after the event was handled": a slow handler
+      })
+    })
+    server.answer = () => undefined
+    const bridge = startBridge(server.url, { ackTimeoutMs: 5_000 })
+    bridge.start()
+    await until(() => bridge.connected, 'a connection')
+    for (let n = 1; n <= 50; n++) bridge.send(envelope(n))
+    await until(() => server.received.length === 50, 'all 50 events')
+    assert.equal(bridge.stats.acked, 0, 'all 50 were sent before the first ack came back')
+    assert.equal(bridge.outbox.size, 50)
+    await until(() => bridge.outbox.size === 0, 'the slow acks')
+    assert.equal(server.received.length, 50)
+    assert.equal(bridge.stats.resent, 0)
+  })
+
+  it('reconnects with exponential, capped, jittered delays while the server is down', async () => {
+    const server = await startServer()
+    const url = server.url
+    await server.close()
+    const bridge = startBridge(url, { reconnectDelayMs: 10, reconnectDelayMaxMs: 200, random: () => 1 })
+    bridge.start()
+    await until(() => bridge.retryDelays.length >= 7, 'seven retries', 5_000)
+    assert.deepEqual(bridge.retryDelays.slice(0, 7), [10, 20, 40, 80, 160, 200, 200])
+  })
+
+  it('uses the same backoff after refusals and server-side disconnects', async () => {
+    const server = await startServer()
+    server.admit = (_auth, attempt) => (attempt <= 4 ? 'server busy' : null)
+    const bridge = startBridge(server.url, { reconnectDelayMs: 10, reconnectDelayMaxMs: 1_000, random: () => 0 })
+    bridge.start()
+    await until(() => bridge.connected, 'a connection after four refusals')
+    assert.deepEqual(bridge.retryDelays, [5, 10, 20, 40])
+    server.sockets[0]!.disconnect(true) // "io server disconnect": Socket.IO alone would not come back
+    await until(() => server.sockets.length === 2 && bridge.connected, 'a reconnect')
+    // That connection was short (< the max delay): the sequence keeps climbing instead of hammering.
+    assert.deepEqual(bridge.retryDelays, [5, 10, 20, 40, 80])
+  })
+
+  it('answers control requests exactly once, with errors as {ok: false}', async () => {
+    const server = await startServer()
+    let calls = 0
+    const bridge = startBridge(server.url, {
+      control: {
+        handle: async (req) => {
+          calls++
+          if ((req as { action?: string })?.action === 'explode') throw new RangeError('kaboom')
+          return { ok: true }
+        },
+      },
+    })
+    bridge.start()
+    await until(() => bridge.connected, 'a connection')
+    const socket = server.sockets[0]!
+    assert.deepEqual(await socket.timeout(2000).emitWithAck('control', { action: 'restart-bot' }), { ok: true })
+    const failed = await socket.timeout(2000).emitWithAck('control', { action: 'explode' })
+    assert.equal(failed.ok, false)
+    assert.deepEqual([failed.error.kind, failed.error.name, failed.error.message], ['runtime', 'RangeError', 'kaboom'])
+    socket.emit('control', { action: 'restart-bot' }) // no ack callback: handled, nobody answered, no crash
+    await until(() => calls === 3, 'the third call')
+
+    const plain = startBridge(server.url)
+    plain.start()
+    await until(() => server.sockets.length === 2, 'a second connection')
+    const none = await server.sockets[1]!.timeout(2000).emitWithAck('control', { action: 'restart-bot' })
+    assert.equal(none.error.kind, 'bad_request')
+  })
+
+  it('adds the heartbeat payload hook to client heartbeats and survives it throwing', async () => {
+    const server = await startServer()
+    let beats = 0
+    const bridge = startBridge(server.url, {
+      heartbeatMs: 20,
+      heartbeatPayload: () => {
+        if (++beats === 1) throw new Error('first one fails')
+        return { wechaty: { logged_in: true, alive: false, ding_ms: null } }
+      },
+    })
+    bridge.start()
+    await until(() => server.received.filter((e) => e.name === 'heartbeat').length >= 2, 'two heartbeats')
+    const withHook = server.received.find((e) => e.name === 'heartbeat' && 'wechaty' in e.payload)!
+    assert.deepEqual(withHook.payload.wechaty, { logged_in: true, alive: false, ding_ms: null })
+    assert.equal(withHook.payload.source, 'client')
+  })
+})
+
+describe('reconnectDelay', () => {
+  it('doubles a ceiling from the base up to the cap and picks in its upper half', () => {
+    const high = (n: number): number => reconnectDelay(n, 500, 5_000, () => 1)
+    const low = (n: number): number => reconnectDelay(n, 500, 5_000, () => 0)
+    assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map(high), [500, 1000, 2000, 4000, 5000, 5000, 5000])
+    assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map(low), [250, 500, 1000, 2000, 2500, 2500, 2500])
+    assert.equal(reconnectDelay(3, 500, 5_000, () => 0.5), 1500)
+  })
+
+  it('jitters: random draws spread over [ceiling/2, ceiling]', () => {
+    const draws = Array.from({ length: 2000 }, () => reconnectDelay(4, 100, 10_000))
+    assert.ok(draws.every((d) => d >= 400 && d <= 800))
+    assert.ok(new Set(draws).size > 100, 'delays must differ')
+    const mean = draws.reduce((a, b) => a + b, 0) / draws.length
+    assert.ok(mean > 560 && mean < 640, `mean ${mean}`)
+  })
+
+  it('stays finite and positive for any attempt count (months of retrying)', () => {
+    for (const n of [0, -3, 1.7, 1_000, 1_100, 1e9, Number.MAX_SAFE_INTEGER, Infinity, Number.NaN]) {
+      for (const r of [0, 0.5, 0.999999]) {
+        const d = reconnectDelay(n, 500, 5_000, () => r)
+        assert.ok(Number.isFinite(d) && d >= 1 && d <= 5_000, `attempt ${n}, random ${r}: ${d}`)
+      }
+    }
+    assert.equal(reconnectDelay(5_000, 500, 5_000, () => 0), 2500)
+    assert.equal(reconnectDelay(1, 0, 0, () => 0), 1) // degenerate config: still never 0
   })
 })

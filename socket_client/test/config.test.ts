@@ -134,4 +134,27 @@ describe('config', () => {
     assert.equal(configError(() => parseCli(['stray'])).exitCode, 2)
     assert.deepEqual(parseCli(['--config', 'x.json']), { configPath: 'x.json', help: false })
   })
+
+  it('reads the reliability keys; a relative outbox path is relative to the config file', () => {
+    const defaults = loadConfig({ env: { METAPUPPET_TOKEN: 'x' }, cwd: emptyCwd }).config.client
+    assert.deepEqual(
+      [defaults.outbox_path, defaults.outbox_max_events, defaults.outbox_max_bytes, defaults.ack_timeout_ms, defaults.stall_probe_timeout_ms, defaults.heartbeat_ms],
+      [null, 10_000, 64 * 1024 * 1024, 30_000, 10_000, 15_000],
+    )
+    const sub = mkdtempSync(join(dir, 'conf-'))
+    const path = join(sub, 'config.json')
+    writeFileSync(path, JSON.stringify({
+      server: { token: 't' },
+      client: { outbox_path: 'state/outbox.jsonl', outbox_max_events: 50, outbox_max_bytes: 4096, ack_timeout_ms: 100, stall_probe_timeout_ms: 300, heartbeat_ms: 200 },
+    }))
+    const client = loadConfig({ argv: ['--config', path], env: {}, cwd: emptyCwd }).config.client
+    assert.equal(client.outbox_path, join(sub, 'state', 'outbox.jsonl'))
+    assert.deepEqual([client.outbox_max_events, client.outbox_max_bytes, client.ack_timeout_ms, client.stall_probe_timeout_ms, client.heartbeat_ms], [50, 4096, 100, 300, 200])
+    const absolute = writeConfig('abs.json', { server: { token: 't' }, client: { outbox_path: '/var/tmp/o.jsonl' } })
+    assert.equal(loadConfig({ argv: ['--config', absolute], env: {}, cwd: emptyCwd }).config.client.outbox_path, '/var/tmp/o.jsonl')
+    const fromEnv = loadConfig({ argv: ['--config', path], env: { METAPUPPET_OUTBOX_PATH: 'env.jsonl' }, cwd: emptyCwd })
+    assert.equal(fromEnv.config.client.outbox_path, join(emptyCwd, 'env.jsonl'))
+    const bad = writeConfig('bad-outbox.json', { server: { token: 't' }, client: { outbox_max_events: 0 } })
+    assert.match(configError(() => loadConfig({ argv: ['--config', bad], env: {}, cwd: emptyCwd })).message, /client\.outbox_max_events must be an integer between 1 and/)
+  })
 })

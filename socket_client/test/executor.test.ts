@@ -2,8 +2,9 @@ import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { FileBox } from 'file-box'
 import { Executor, compileSnippet } from '../src/executor.js'
-import { silentLogger } from '../src/log.js'
+import { createLogger, rateLimitedLogger, silentLogger, type Logger } from '../src/log.js'
 import type { ExecResponse, WireError } from '../src/protocol.js'
+import { sleep } from './helpers.js'
 
 const newExecutor = (options: { cacheSize?: number; maxResultBytes?: number } = {}): Executor =>
   new Executor({ bot: null, log: silentLogger, ...options })
@@ -193,5 +194,73 @@ describe('Executor cache', () => {
     const result = compileSnippet('let = ')
     assert.equal(typeof result, 'object')
     assert.equal((result as WireError).kind, 'compile')
+  })
+})
+
+describe('Executor hardening', () => {
+  const capture = (): { log: Logger; lines: string[] } => {
+    const lines: string[] = []
+    return { log: createLogger('t', { level: 'debug', write: (line) => lines.push(line) }), lines }
+  }
+
+  it('rate-limits the log snippets see: a flood costs little and is summarised', async () => {
+    const { log, lines } = capture()
+    const snippetLog = rateLimitedLogger(log, { maxLines: 100, windowMs: 300 })
+    const executor = new Executor({ bot: null, log, snippetLog })
+    const started = performance.now()
+    const response = await executor.run({
+      code: 'for (let i = 0; i < 1e5; i++) log.info("flood %d %o", i, { big: "x".repeat(100) }); return "done"',
+    })
+    const elapsed = performance.now() - started
+    assert.deepEqual(response, { ok: true, result: 'done' })
+    assert.ok(elapsed < 2_000, `1e5 log calls took ${elapsed} ms`) // ~50 ms unloaded: they are counted, not formatted
+    assert.match(lines[0]!, /INFO flood 0 /)
+    await sleep(350) // the window ends: its summary line follows
+    const printed = lines.filter((l) => / INFO flood /.test(l)).length
+    const summaries = lines.filter((l) => / WARN \d+ log lines suppressed/.test(l))
+    const suppressed = summaries.reduce((sum, l) => sum + Number(/WARN (\d+) log/.exec(l)![1]), 0)
+    const windows = Math.ceil(elapsed / 300) + 1
+    assert.ok(printed >= 100 && printed <= 100 * windows, `${printed} lines printed in ${elapsed} ms`)
+    assert.equal(printed + suppressed, 1e5)
+    assert.ok(summaries.length >= 1 && summaries.length <= windows)
+    assert.match(summaries[0]!, /WARN \d+ log lines suppressed \(snippet log limit: 100 lines per 300 ms\)/)
+    assert.equal(lines.length, printed + summaries.length)
+    await executor.run({ code: 'log.warn("back to normal")' })
+    assert.match(lines.at(-1)!, /WARN back to normal/)
+  })
+
+  it('limits snippet logs to 100 lines per second by default and cuts huge lines', async () => {
+    const { log, lines } = capture()
+    const executor = new Executor({ bot: null, log })
+    await executor.run({ code: 'log.info("x".repeat(100000)); for (let i = 0; i < 500; i++) log.debug("d")' })
+    assert.equal(lines.length, 100)
+    assert.match(lines[0]!, /x{8192}… \(91808 more characters\)\n$/)
+  })
+
+  it('survives hostile thrown values and results', async () => {
+    const executor = newExecutor({ maxResultBytes: 1_000_000 })
+    const hostileProxy = 'new Proxy({}, { get() { throw new Error("trap") }, getPrototypeOf() { throw new Error("trap") }, ownKeys() { throw new Error("trap") } })'
+    const thrown = errorOf(await executor.run({ code: `throw ${hostileProxy}` }))
+    assert.equal(thrown.kind, 'runtime')
+    assert.equal(thrown.name, 'NonError')
+
+    const huge = errorOf(await executor.run({ code: 'throw "e".repeat(1_000_000)' }))
+    assert.ok(huge.message.length < 70_000, `message of ${huge.message.length} characters`)
+    assert.match(huge.message, /… \(\d+ more characters\)$/)
+
+    // Returning it: awaiting reads `.then`, which throws, so the snippet itself fails.
+    assert.equal(errorOf(await executor.run({ code: `return ${hostileProxy}` })).kind, 'runtime')
+    const keysTrap = 'new Proxy({}, { ownKeys() { throw new Error("no keys for you") } })'
+    const unreadable = errorOf(await executor.run({ code: `return { fine: 1, bad: ${keysTrap} }` }))
+    assert.deepEqual([unreadable.kind, unreadable.message], ['serialize', 'no keys for you'])
+
+    const cycle = await executor.run({ code: 'const a: any = { name: "a" }; a.self = a; a.list = [a, 1]; return a' })
+    assert.deepEqual(cycle, { ok: true, result: { name: 'a', self: null, list: [null, 1] } })
+
+    const big = errorOf(await executor.run({ code: 'return Array.from({ length: 100000 }, (_, i) => "item " + i)' }))
+    assert.equal(big.kind, 'serialize')
+    assert.match(big.message, /its JSON is at least 10000\d\d bytes \(976\.\d KiB\), over the cap of 1000000 bytes \(976\.6 KiB\)/)
+    const bigString = errorOf(await executor.run({ code: 'return "z".repeat(2_000_000)' }))
+    assert.match(bigString.message, /its JSON is 2000002 bytes \(1\.9 MiB\), over the cap of 1000000 bytes/)
   })
 })

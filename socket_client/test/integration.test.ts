@@ -1,9 +1,12 @@
 /**
  * A real Wechaty bot on the mock puppet, driven through the MockKit; checks the event
- * payloads events.ts produces and the MockKit calls the Python test kit relies on.
+ * payloads events.ts produces, the MockKit calls the Python test kit relies on, and the
+ * control channel's restart-bot.
  */
 import assert from 'node:assert/strict'
 import { after, before, describe, it } from 'node:test'
+import type { Wechaty } from 'wechaty'
+import { Control } from '../src/control.js'
 import { Executor } from '../src/executor.js'
 import { silentLogger } from '../src/log.js'
 import type { JsonObject } from '../src/protocol.js'
@@ -216,5 +219,54 @@ describe('mock bot end to end', () => {
     const bad = await executor.run({ code: 'return mock.say("nobody", { text: "x" }, null)' })
     assert.equal(bad.ok, false)
     assert.match((bad as { error: { message: string } }).error.message, /unknown contact id "nobody"/)
+  })
+})
+
+describe('control on the mock bot', () => {
+  let m: MockBot
+  before(async () => {
+    m = await startMockBot('Control Bot')
+  })
+  after(async () => {
+    await m.stop()
+  })
+
+  it('restart-bot stops and starts the bot; the mock user logs in again', async () => {
+    const control = new Control({ bot: m.bot, mock: m.mock, log: silentLogger })
+    const before = m.envelopes.length
+    const [a, b] = await Promise.all([control.handle({ action: 'restart-bot' }), control.handle({ action: 'restart-bot' })])
+    assert.deepEqual(a, { ok: true })
+    assert.deepEqual(b, { ok: true })
+    assert.equal(control.restarts, 1, 'concurrent requests share one restart')
+    await m.waitForEvent('login', (e) => m.envelopes.indexOf(e) >= before)
+    const names = m.envelopes.slice(before).map((e) => e.name)
+    assert.deepEqual(names.filter((n) => n === 'logout' || n === 'login'), ['logout', 'login'])
+    assert.equal(m.bot.isLoggedIn, true)
+
+    // The restarted bot works: a new message arrives as an event.
+    const aliceId = m.mock.contact('Alice')
+    const messageId = m.mock.say(aliceId, { text: 'after the restart' }, null)
+    const message = await m.waitForEvent('message', (e) => e.payload.id === messageId)
+    assert.equal(message.payload.text, 'after the restart')
+  })
+
+  it('answers bad_request for unknown or malformed requests, runtime for failures', async () => {
+    const control = new Control({ bot: m.bot, mock: m.mock, log: silentLogger })
+    for (const req of [{ action: 'reboot-universe' }, {}, null, 'restart-bot', { action: 7 }]) {
+      const response = await control.handle(req)
+      assert.ok(!response.ok)
+      assert.equal(response.error.kind, 'bad_request', JSON.stringify(req))
+      assert.match(response.error.message, /control request must be \{action: "restart-bot"\}/)
+    }
+    const broken = { stop: () => Promise.reject(new TypeError('cannot stop')), start: () => Promise.resolve() }
+    const failing = await new Control({ bot: broken as unknown as Wechaty, mock: null, log: silentLogger }).handle({ action: 'restart-bot' })
+    assert.ok(!failing.ok)
+    assert.deepEqual([failing.error.kind, failing.error.name, failing.error.message], ['runtime', 'TypeError', 'cannot stop'])
+
+    const hanging = { stop: () => new Promise(() => {}), start: () => Promise.resolve() }
+    const slow = await new Control({ bot: hanging as unknown as Wechaty, mock: null, log: silentLogger, stepTimeoutMs: 50 })
+      .handle({ action: 'restart-bot' })
+    assert.ok(!slow.ok)
+    assert.match(slow.error.message, /bot\.stop\(\) did not finish within 50 ms/)
   })
 })

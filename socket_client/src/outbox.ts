@@ -1,0 +1,358 @@
+/**
+ * Events the server has not acknowledged yet, in emission order, optionally persisted to a file.
+ *
+ * The file is an append-only JSONL log, written synchronously so a SIGKILL loses nothing
+ * (the OS page cache outlives the process; no fsync):
+ *
+ *     {"e": <envelope>}      an event was queued
+ *     {"a": "<id>"}          it left the outbox (acknowledged, rejected or dropped by the cap)
+ *
+ * Loading replays the log; the pending events are those with an `e` line and no `a` line.
+ * Compaction rewrites the file with only the pending `e` lines (temp file + rename, atomic):
+ * at load, at close, and whenever the log grows past twice the pending size (and `compactMinBytes`).
+ * An unreadable line (a crash mid-write leaves a truncated last one) is skipped with a warning.
+ *
+ * Caps: beyond `maxEvents` events or `maxBytes` bytes of JSON the oldest pending events are
+ * dropped; each burst of drops is reported in one warning line with the count.
+ */
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { basename, dirname, join } from 'node:path'
+import type { Logger } from './log.js'
+import type { EventEnvelope } from './protocol.js'
+
+export interface OutboxOptions {
+  /** The JSONL file; null keeps the outbox in memory only. */
+  path: string | null
+  maxEvents: number
+  maxBytes: number
+  log: Logger
+  /** The log is not compacted while smaller than this (default 1 MiB). */
+  compactMinBytes?: number
+  /** Drops within this window are reported in one warning line (default 5000 ms). */
+  dropWarningIntervalMs?: number
+}
+
+export interface OutboxEntry {
+  readonly envelope: EventEnvelope
+  /** Size of its JSON line in the file, newline included. */
+  readonly bytes: number
+  /** Connection number this entry was last sent on; 0: not sent yet. Owned by the bridge. */
+  sentOn: number
+  /** When it was last sent (ms since the epoch). Owned by the bridge. */
+  sentAt: number
+  /** Not re-sent before the next reconnect (deferred by the server or past the ack timeout). Owned by the bridge. */
+  parked: boolean
+}
+
+export class OutboxError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'OutboxError'
+  }
+}
+
+export class Outbox {
+  /** Counters for tests and diagnostics. */
+  readonly stats = { loaded: 0, dropped: 0, skippedLines: 0, compactions: 0 }
+
+  private readonly entries = new Map<string, OutboxEntry>()
+  private liveBytes = 0
+  private fileBytes = 0
+  private fd: number | null = null
+  /** A write failed: the file no longer matches memory until a compaction succeeds. */
+  private dirty = false
+  private lastRepair = 0
+  private closed = false
+  private droppedUnreported = 0
+  private lastDropWarning = 0
+  private dropTimer: NodeJS.Timeout | undefined
+  private readonly compactMinBytes: number
+  private readonly dropWarningIntervalMs: number
+
+  constructor(private readonly options: OutboxOptions) {
+    this.compactMinBytes = options.compactMinBytes ?? 1024 * 1024
+    this.dropWarningIntervalMs = options.dropWarningIntervalMs ?? 5_000
+    if (options.path !== null) this.load(options.path)
+  }
+
+  get path(): string | null {
+    return this.options.path
+  }
+
+  get size(): number {
+    return this.entries.size
+  }
+
+  /** Bytes of JSON held (the size of a compacted file). */
+  get bytes(): number {
+    return this.liveBytes
+  }
+
+  has(id: string): boolean {
+    return this.entries.has(id)
+  }
+
+  get(id: string): OutboxEntry | undefined {
+    return this.entries.get(id)
+  }
+
+  /** Pending entries, oldest first (a snapshot). */
+  pending(): OutboxEntry[] {
+    return [...this.entries.values()]
+  }
+
+  /** Queues an event (a repeated id is ignored) and applies the caps; returns the entry, or undefined if it did not fit. */
+  add(envelope: EventEnvelope): OutboxEntry | undefined {
+    const existing = this.entries.get(envelope.id)
+    if (existing !== undefined) return existing
+    const line = `${JSON.stringify({ e: envelope })}\n`
+    const entry: OutboxEntry = { envelope, bytes: Buffer.byteLength(line), sentOn: 0, sentAt: 0, parked: false }
+    this.entries.set(envelope.id, entry)
+    this.liveBytes += entry.bytes
+    this.append(line, entry.bytes)
+    this.enforceCaps()
+    return this.entries.get(envelope.id)
+  }
+
+  /** Removes an event (acknowledged or rejected); unknown ids are ignored. */
+  remove(id: string): void {
+    if (!this.removeEntry(id)) return
+    this.maybeCompact()
+  }
+
+  /** Rewrites the file with only the pending events (atomic). No-op without a file. */
+  compact(): void {
+    const path = this.options.path
+    if (path === null || this.closed) return
+    const text = [...this.entries.values()].map((entry) => JSON.stringify({ e: entry.envelope })).join('\n')
+    const body = text === '' ? '' : `${text}\n`
+    const tmp = `${path}.tmp-${process.pid}`
+    try {
+      this.closeFd()
+      writeFileSync(tmp, body)
+      renameSync(tmp, path)
+      this.fileBytes = Buffer.byteLength(body)
+      this.stats.compactions++
+      if (this.dirty) this.options.log.info('outbox file %s is writable again', path)
+      this.dirty = false
+    } catch (e) {
+      rmSync(tmp, { force: true })
+      this.writeError(e)
+    }
+    this.openFd()
+  }
+
+  /** Reports pending drops, compacts the file and closes it; later changes stay in memory only. */
+  close(): void {
+    this.reportDrops()
+    if (this.options.path !== null && !this.closed) {
+      this.compact()
+      this.closeFd()
+    }
+    this.closed = true
+  }
+
+  private removeEntry(id: string): boolean {
+    const entry = this.entries.get(id)
+    if (entry === undefined) return false
+    this.entries.delete(id)
+    this.liveBytes -= entry.bytes
+    const line = `${JSON.stringify({ a: id })}\n`
+    this.append(line, Buffer.byteLength(line))
+    return true
+  }
+
+  private enforceCaps(): void {
+    const { maxEvents, maxBytes } = this.options
+    let dropped = 0
+    while (this.entries.size > 0 && (this.entries.size > maxEvents || this.liveBytes > maxBytes)) {
+      const oldest = this.entries.keys().next().value as string
+      this.removeEntry(oldest)
+      dropped++
+    }
+    if (dropped > 0) {
+      this.stats.dropped += dropped
+      this.droppedUnreported += dropped
+      this.scheduleDropWarning()
+      this.maybeCompact()
+    }
+  }
+
+  /** One warning per burst: drops in the same tick (or within the warning interval) are summed. */
+  private scheduleDropWarning(): void {
+    if (this.dropTimer !== undefined) return
+    const wait = Math.max(0, this.lastDropWarning + this.dropWarningIntervalMs - Date.now())
+    this.dropTimer = setTimeout(() => this.reportDrops(), wait)
+    this.dropTimer.unref()
+  }
+
+  private reportDrops(): void {
+    clearTimeout(this.dropTimer)
+    this.dropTimer = undefined
+    if (this.droppedUnreported === 0) return
+    const { maxEvents, maxBytes } = this.options
+    this.options.log.warn(
+      'outbox over its cap (%d events / %d bytes): dropped the %d oldest unacknowledged events; %d remain',
+      maxEvents,
+      maxBytes,
+      this.droppedUnreported,
+      this.entries.size,
+    )
+    this.droppedUnreported = 0
+    this.lastDropWarning = Date.now()
+  }
+
+  private maybeCompact(): void {
+    if (this.fd === null) return
+    if (this.fileBytes > this.compactMinBytes && this.fileBytes > 2 * this.liveBytes) this.compact()
+  }
+
+  private load(path: string): void {
+    const { log } = this.options
+    try {
+      mkdirSync(dirname(path), { recursive: true })
+    } catch (e) {
+      throw new OutboxError(`cannot create the directory of client.outbox_path ${path}: ${errorText(e)}`)
+    }
+    // A compaction interrupted by a crash leaves its temp file behind; the log itself is intact.
+    try {
+      const prefix = `${basename(path)}.tmp-`
+      for (const name of readdirSync(dirname(path))) {
+        if (name.startsWith(prefix)) rmSync(join(dirname(path), name), { force: true })
+      }
+    } catch {
+      // best effort
+    }
+    let text = ''
+    if (existsSync(path)) {
+      try {
+        text = readFileSync(path, 'utf8')
+      } catch (e) {
+        throw new OutboxError(`cannot read the outbox file ${path} (client.outbox_path): ${errorText(e)}`)
+      }
+    }
+    const lines = text.split('\n')
+    // The last element is '' when the file ends with a newline; anything else is a truncated line.
+    const tail = lines.pop() ?? ''
+    let bad = 0
+    for (const line of lines) {
+      if (line.trim() === '') continue
+      if (!this.replay(line)) bad++
+    }
+    if (bad > 0) log.warn('outbox file %s: skipped %d unreadable lines', path, bad)
+    if (tail.trim() !== '' && !this.replay(tail)) {
+      bad++
+      log.warn('outbox file %s: skipped a truncated last line (%d bytes; the process probably died mid-write)', path, Buffer.byteLength(tail))
+    }
+    this.stats.skippedLines = bad
+    this.stats.loaded = this.entries.size
+    const before = this.entries.size
+    const { maxEvents, maxBytes } = this.options
+    let dropped = 0
+    while (this.entries.size > 0 && (this.entries.size > maxEvents || this.liveBytes > maxBytes)) {
+      const oldest = this.entries.keys().next().value as string
+      const entry = this.entries.get(oldest)!
+      this.entries.delete(oldest)
+      this.liveBytes -= entry.bytes
+      dropped++
+    }
+    if (dropped > 0) {
+      this.stats.dropped += dropped
+      log.warn('outbox file %s holds %d pending events, over the cap (%d events / %d bytes): dropped the %d oldest', path, before, maxEvents, maxBytes, dropped)
+    }
+    if (this.entries.size > 0) log.info('outbox: %d unacknowledged events loaded from %s; they are sent first', this.entries.size, path)
+    this.compact()
+    if (this.dirty) {
+      throw new OutboxError(`cannot write the outbox file ${path} (client.outbox_path): check that its directory is writable`)
+    }
+  }
+
+  /** Applies one log line; false when it is not a valid record. */
+  private replay(line: string): boolean {
+    let record: unknown
+    try {
+      record = JSON.parse(line)
+    } catch {
+      return false
+    }
+    if (typeof record !== 'object' || record === null) return false
+    const { e, a } = record as { e?: unknown; a?: unknown }
+    if (typeof a === 'string') {
+      const entry = this.entries.get(a)
+      if (entry !== undefined) {
+        this.entries.delete(a)
+        this.liveBytes -= entry.bytes
+      }
+      return true
+    }
+    if (!isEnvelope(e)) return false
+    if (!this.entries.has(e.id)) {
+      const bytes = Buffer.byteLength(JSON.stringify({ e })) + 1
+      this.entries.set(e.id, { envelope: e, bytes, sentOn: 0, sentAt: 0, parked: false })
+      this.liveBytes += bytes
+    }
+    return true
+  }
+
+  private append(line: string, bytes: number): void {
+    if (this.options.path === null || this.closed) return
+    if (this.dirty || this.fd === null) {
+      // Resynchronise the file with memory by rewriting it, at most every 5 s.
+      if (Date.now() - this.lastRepair >= 5_000) {
+        this.lastRepair = Date.now()
+        this.compact()
+      }
+      return
+    }
+    try {
+      const buffer = Buffer.from(line)
+      let offset = 0
+      while (offset < buffer.length) offset += writeSync(this.fd, buffer, offset)
+      this.fileBytes += bytes
+    } catch (e) {
+      this.writeError(e)
+    }
+  }
+
+  private openFd(): void {
+    const path = this.options.path
+    if (path === null || this.fd !== null) return
+    try {
+      this.fd = openSync(path, 'a')
+    } catch (e) {
+      this.writeError(e)
+    }
+  }
+
+  private closeFd(): void {
+    if (this.fd === null) return
+    try {
+      closeSync(this.fd)
+    } catch {
+      // already closed
+    }
+    this.fd = null
+  }
+
+  /** Logged once per failure streak: the outbox keeps working in memory. */
+  private writeError(e: unknown): void {
+    if (!this.dirty) {
+      this.options.log.error(
+        'cannot write the outbox file %s: %s; unacknowledged events are kept in memory only until it works again',
+        this.options.path,
+        errorText(e),
+      )
+    }
+    this.dirty = true
+  }
+}
+
+function isEnvelope(value: unknown): value is EventEnvelope {
+  if (typeof value !== 'object' || value === null) return false
+  const { id, name, payload } = value as Record<string, unknown>
+  return typeof id === 'string' && id !== '' && typeof name === 'string' && typeof payload === 'object' && payload !== null
+}
+
+function errorText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e)
+}
