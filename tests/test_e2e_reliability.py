@@ -55,6 +55,12 @@ class Counter(RobotBase):
 def assert_exactly_once_in_order(
     handled: dict[str, list[int]], names: list[str], count: int
 ) -> None:
+    sent = len(names) * count
+    got = sum(len(handled[n]) for n in names)
+    lost = sum(len(set(range(count)) - set(handled[n])) for n in names)
+    doubled = sum(len(handled[n]) - len(set(handled[n])) for n in names)
+    # shown with `pytest -s`: the figures the issue asks for
+    print(f"\nsent {sent}, handled {got}, lost {lost}, duplicated {doubled}")
     for name in names:
         got = handled[name]
         missing = sorted(set(range(count)) - set(got))
