@@ -94,7 +94,15 @@ def cmd_client(args: argparse.Namespace) -> int:
     if config.path is None:
         raise ConfigError("no config file: run `metapuppet init` first (the client needs a token)")
     command = node_command(client_dir, config.path.resolve())
-    process = subprocess.Popen(command, cwd=client_dir)
+    env = dict(os.environ)
+    outbox = config.raw["client"].get("outbox_path")
+    if outbox and "METAPUPPET_OUTBOX_PATH" not in env:
+        # the outbox file survives a crash of the client; keep it beside config.json
+        path = Path(str(outbox))
+        env["METAPUPPET_OUTBOX_PATH"] = str(
+            path if path.is_absolute() else config.path.resolve().parent / path
+        )
+    process = subprocess.Popen(command, cwd=client_dir, env=env)
     try:
         return process.wait()
     except KeyboardInterrupt:

@@ -112,7 +112,8 @@ def parse_auth(auth: Any) -> Auth:
             raise ProtocolError(f"bot name longer than {MAX_BOT_NAME_LENGTH} characters")
     elif bot is not None and not isinstance(bot, str):
         raise ProtocolError("'bot' must be a string")
-    return Auth(token=token, role=role, protocol=protocol, bot=bot)
+    checked_role: Role = ROLE_PUPPET if role == ROLE_PUPPET else ROLE_WEB
+    return Auth(token=token, role=checked_role, protocol=protocol, bot=bot)
 
 
 def parse_event(data: Any, *, bot: str) -> BotEvent:

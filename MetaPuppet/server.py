@@ -11,8 +11,8 @@ import asyncio
 import hmac
 import inspect
 import ipaddress
-import logging
 import json
+import logging
 import os
 import random
 import re
@@ -611,8 +611,11 @@ class SocketServerCore:
         return self._presence.list(only_online)
 
     def _presence_changed(self, info: ClientInfo, old: str, new: str) -> None:
-        who = f"bot {info.bot!r}" if info.role == "puppet" else f"web client {info.sid}"
-        log.info("%s: %s -> %s", who, old, new)
+        if info.role != "puppet":
+            # web clients come and go by the hundred; telling every other one would be n²
+            log.debug("web client %s: %s -> %s", info.sid, old, new)
+            return
+        log.info("bot %r: %s -> %s", info.bot, old, new)
         if self._loop is not None and self._runner is not None:
             self._spawn(self.sio.emit("presence", info.to_dict(), room="web"), track=False)
 

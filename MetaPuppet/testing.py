@@ -437,9 +437,12 @@ class MockWechat:
         assert bot.node is not None
         process = bot.node.process
         assert process is not None
-        exited = asyncio.ensure_future(process.wait())
+        exited: asyncio.Future[Any] = asyncio.ensure_future(process.wait())
+        pending: set[asyncio.Future[Any]] = {waiter, exited}
         try:
-            done, _ = await asyncio.wait({waiter, exited}, timeout=timeout, return_when="FIRST_COMPLETED")
+            done, _ = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             if not exited.done():
                 exited.cancel()

@@ -717,8 +717,7 @@ class Rooms(dict[str, Any]):
     def __eq__(self, other: object) -> bool:
         return self is other
 
-    def __hash__(self) -> int:
-        return id(self)
+    __hash__ = object.__hash__  # type: ignore[assignment]
 
     async def find(
         self,

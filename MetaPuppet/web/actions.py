@@ -55,7 +55,9 @@ try {
   return null
 }
 const members = await room.memberAll()
-return members.map((c) => ({ id: c.id, name: c.payload?.name ?? '', alias: c.payload?.alias || null }))
+return members.map((c) => ({
+  id: c.id, name: c.payload?.name ?? '', alias: c.payload?.alias || null,
+}))
 """
 
 ACCEPT_FRIENDSHIP: Final = """
@@ -82,14 +84,17 @@ def check_fields(params: Params, allowed: set[str], required: Iterable[str] = ()
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise WebError(
-            "invalid_request", f"unknown field {unknown[0]!r}: expected {', '.join(sorted(allowed))}"
+            "invalid_request",
+            f"unknown field {unknown[0]!r}: expected {', '.join(sorted(allowed))}",
         )
     missing = sorted(set(required) - set(params))
     if missing:
         raise WebError("invalid_request", f"missing field {missing[0]!r}")
 
 
-def string_field(params: Params, key: str, *, max_length: int, required: bool = False) -> str | None:
+def string_field(
+    params: Params, key: str, *, max_length: int, required: bool = False
+) -> str | None:
     value = params.get(key)
     if value is None:
         if required:
@@ -135,7 +140,9 @@ def file_field(params: Params, max_bytes: int) -> FileBox:
     return FileBox.from_bytes(data, name)
 
 
-def search(items: list[dict[str, Any]], query: str | None, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+def search(
+    items: list[dict[str, Any]], query: str | None, fields: tuple[str, ...]
+) -> list[dict[str, Any]]:
     if not query:
         return items
     needle = query.casefold()
@@ -227,7 +234,9 @@ async def accept_friendship(server: SocketServerCore, params: Params) -> dict[st
 ACTIONS: Final[dict[str, Action]] = {
     a.name: a
     for a in (
-        Action("list_contacts", PERM_READ, list_contacts, "The bot's contacts, optionally searched."),
+        Action(
+            "list_contacts", PERM_READ, list_contacts, "The bot's contacts, optionally searched."
+        ),
         Action("list_rooms", PERM_READ, list_rooms, "The bot's rooms, optionally searched."),
         Action("room_members", PERM_READ, room_members, "The members of one room."),
         Action("send_text", PERM_SEND, send_text, "Send text to a contact or a room."),

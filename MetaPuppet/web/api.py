@@ -86,7 +86,9 @@ def _query(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
     unknown = sorted(set(request.query) - set(allowed))
     if unknown:
         expected = ", ".join(allowed) if allowed else "none"
-        raise WebError("invalid_request", f"unknown query parameter {unknown[0]!r} (expected: {expected})")
+        raise WebError(
+            "invalid_request", f"unknown query parameter {unknown[0]!r} (expected: {expected})"
+        )
     return {key: request.query[key] for key in allowed if key in request.query}
 
 
@@ -262,56 +264,186 @@ def _schema(name: str) -> dict[str, str]:
 
 
 def _list(key: str, item: str) -> dict[str, Any]:
-    return {"type": "object", "required": [key], "properties": {key: {"type": "array", "items": _schema(item)}}}
+    return {
+        "type": "object",
+        "required": [key],
+        "properties": {key: {"type": "array", "items": _schema(item)}},
+    }
 
 
 ROUTES: Final[tuple[Route, ...]] = (
-    Route("GET", "/health", "getHealth", "Server status and the token's permissions", "server",
-          None, health, response_schema=_schema("Health"), errors=(*AUTH_ERRORS, "invalid_request")),
-    Route("GET", "/session", "getSession",
-          "Check a token: 200 with authenticated true or false (sign-in pages use it so a wrong "
-          "token is not a failed request)", "server", None, session,
-          response_schema={"type": "object", "required": ["authenticated", "permissions"],
-                           "properties": {"authenticated": {"type": "boolean"},
-                                          "permissions": {"type": "array", "items": {"type": "string"}}}},
-          errors=("invalid_request",)),
-    Route("GET", "/bots", "listBots", "Bots with their login state and QR code", "bots",
-          PERM_READ, list_bots, response_schema=_list("bots", "Bot"),
-          errors=(*AUTH_ERRORS, "permission_denied", "invalid_request")),
-    Route("GET", "/contacts", "listContacts", "The bot's contacts", "contacts",
-          PERM_READ, list_contacts, query=("bot", "q"), response_schema=_list("contacts", "Contact"),
-          errors=(*AUTH_ERRORS, "permission_denied", "invalid_request", *BOT_ERRORS)),
-    Route("GET", "/rooms", "listRooms", "The bot's rooms", "rooms",
-          PERM_READ, list_rooms, query=("bot", "q"), response_schema=_list("rooms", "Room"),
-          errors=(*AUTH_ERRORS, "permission_denied", "invalid_request", *BOT_ERRORS)),
-    Route("GET", "/rooms/{room}/members", "listRoomMembers", "The members of a room", "rooms",
-          PERM_READ, list_room_members, query=("bot",), response_schema=_list("members", "Member"),
-          errors=(*AUTH_ERRORS, "permission_denied", "invalid_request", "not_found", *BOT_ERRORS)),
-    Route("POST", "/send", "send", "Send text or a file to a contact or a room", "messages",
-          PERM_SEND, send, request_schema="SendRequest", response_schema=_schema("SendResult"),
-          errors=(*AUTH_ERRORS, "permission_denied", "invalid_json", "invalid_request",
-                  "payload_too_large", *BOT_ERRORS)),
-    Route("POST", "/friendships/{friendship}/accept", "acceptFriendship", "Accept a friend request",
-          "friendships", PERM_ACCEPT, accept_friendship, request_schema="AcceptRequest",
-          response_schema={"type": "object", "properties": {"accepted": {"type": "string"}}},
-          errors=(*AUTH_ERRORS, "permission_denied", "invalid_json", "invalid_request", *BOT_ERRORS)),
-    Route("GET", "/clients", "listClients", "Connected clients with their heartbeat", "server",
-          PERM_READ, list_clients, query=("all",), response_schema=_list("clients", "Client"),
-          errors=(*AUTH_ERRORS, "permission_denied", "invalid_request")),
-    Route("GET", "/dialogs", "listDialogs", "Dialogs in progress", "dialogs",
-          PERM_READ, list_dialogs, response_schema=_list("dialogs", "Dialog"),
-          errors=(*AUTH_ERRORS, "permission_denied", "invalid_request")),
-    Route("GET", "/events", "listEvents", "Recent bot events (heartbeats left out)", "events",
-          PERM_READ, list_events, query=(*_FILTER_QUERY, "limit"), response_schema=_list("events", "Event"),
-          errors=(*AUTH_ERRORS, "permission_denied", "invalid_request")),
-    Route("GET", "/events/stream", "streamEvents", "Live bot events as server-sent events", "events",
-          PERM_READ, stream_events, query=_FILTER_QUERY, media_type="text/event-stream",
-          response_schema={"type": "string", "description": "`event: events` frames whose data is a "
-                           "JSON list of Event; `event: clients` when clients come or go."},
-          errors=(*AUTH_ERRORS, "permission_denied", "invalid_request")),
-    Route("GET", "/openapi.json", "getOpenApi", "This document", "server",
-          None, openapi, response_schema={"type": "object"}, errors=(*AUTH_ERRORS, "invalid_request")),
-)  # fmt: skip
+    Route(
+        "GET",
+        "/health",
+        "getHealth",
+        "Server status and the token's permissions",
+        "server",
+        None,
+        health,
+        response_schema=_schema("Health"),
+        errors=(*AUTH_ERRORS, "invalid_request"),
+    ),
+    Route(
+        "GET",
+        "/session",
+        "getSession",
+        "Check a token: 200 with authenticated true or false (sign-in pages use it so a wrong "
+        "token is not a failed request)",
+        "server",
+        None,
+        session,
+        response_schema={
+            "type": "object",
+            "required": ["authenticated", "permissions"],
+            "properties": {
+                "authenticated": {"type": "boolean"},
+                "permissions": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+        errors=("invalid_request",),
+    ),
+    Route(
+        "GET",
+        "/bots",
+        "listBots",
+        "Bots with their login state and QR code",
+        "bots",
+        PERM_READ,
+        list_bots,
+        response_schema=_list("bots", "Bot"),
+        errors=(*AUTH_ERRORS, "permission_denied", "invalid_request"),
+    ),
+    Route(
+        "GET",
+        "/contacts",
+        "listContacts",
+        "The bot's contacts",
+        "contacts",
+        PERM_READ,
+        list_contacts,
+        query=("bot", "q"),
+        response_schema=_list("contacts", "Contact"),
+        errors=(*AUTH_ERRORS, "permission_denied", "invalid_request", *BOT_ERRORS),
+    ),
+    Route(
+        "GET",
+        "/rooms",
+        "listRooms",
+        "The bot's rooms",
+        "rooms",
+        PERM_READ,
+        list_rooms,
+        query=("bot", "q"),
+        response_schema=_list("rooms", "Room"),
+        errors=(*AUTH_ERRORS, "permission_denied", "invalid_request", *BOT_ERRORS),
+    ),
+    Route(
+        "GET",
+        "/rooms/{room}/members",
+        "listRoomMembers",
+        "The members of a room",
+        "rooms",
+        PERM_READ,
+        list_room_members,
+        query=("bot",),
+        response_schema=_list("members", "Member"),
+        errors=(*AUTH_ERRORS, "permission_denied", "invalid_request", "not_found", *BOT_ERRORS),
+    ),
+    Route(
+        "POST",
+        "/send",
+        "send",
+        "Send text or a file to a contact or a room",
+        "messages",
+        PERM_SEND,
+        send,
+        request_schema="SendRequest",
+        response_schema=_schema("SendResult"),
+        errors=(
+            *AUTH_ERRORS,
+            "permission_denied",
+            "invalid_json",
+            "invalid_request",
+            "payload_too_large",
+            *BOT_ERRORS,
+        ),
+    ),
+    Route(
+        "POST",
+        "/friendships/{friendship}/accept",
+        "acceptFriendship",
+        "Accept a friend request",
+        "friendships",
+        PERM_ACCEPT,
+        accept_friendship,
+        request_schema="AcceptRequest",
+        response_schema={"type": "object", "properties": {"accepted": {"type": "string"}}},
+        errors=(*AUTH_ERRORS, "permission_denied", "invalid_json", "invalid_request", *BOT_ERRORS),
+    ),
+    Route(
+        "GET",
+        "/clients",
+        "listClients",
+        "Connected clients with their heartbeat",
+        "server",
+        PERM_READ,
+        list_clients,
+        query=("all",),
+        response_schema=_list("clients", "Client"),
+        errors=(*AUTH_ERRORS, "permission_denied", "invalid_request"),
+    ),
+    Route(
+        "GET",
+        "/dialogs",
+        "listDialogs",
+        "Dialogs in progress",
+        "dialogs",
+        PERM_READ,
+        list_dialogs,
+        response_schema=_list("dialogs", "Dialog"),
+        errors=(*AUTH_ERRORS, "permission_denied", "invalid_request"),
+    ),
+    Route(
+        "GET",
+        "/events",
+        "listEvents",
+        "Recent bot events (heartbeats left out)",
+        "events",
+        PERM_READ,
+        list_events,
+        query=(*_FILTER_QUERY, "limit"),
+        response_schema=_list("events", "Event"),
+        errors=(*AUTH_ERRORS, "permission_denied", "invalid_request"),
+    ),
+    Route(
+        "GET",
+        "/events/stream",
+        "streamEvents",
+        "Live bot events as server-sent events",
+        "events",
+        PERM_READ,
+        stream_events,
+        query=_FILTER_QUERY,
+        media_type="text/event-stream",
+        response_schema={
+            "type": "string",
+            "description": "`event: events` frames whose data is a "
+            "JSON list of Event; `event: clients` when clients come or go.",
+        },
+        errors=(*AUTH_ERRORS, "permission_denied", "invalid_request"),
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        "getOpenApi",
+        "This document",
+        "server",
+        None,
+        openapi,
+        response_schema={"type": "object"},
+        errors=(*AUTH_ERRORS, "invalid_request"),
+    ),
+)
 
 
 # --------------------------------------------------------------------------- plumbing
@@ -363,7 +495,9 @@ def _middleware(hub: WebHub) -> Any:
         except WebError as exc:
             return error_response(exc)
         except web.HTTPNotFound:
-            return error_response(WebError("not_found", f"no API route {request.path}; see /api/openapi.json"))
+            return error_response(
+                WebError("not_found", f"no API route {request.path}; see /api/openapi.json")
+            )
         except web.HTTPMethodNotAllowed:
             return error_response(
                 WebError("method_not_allowed", f"{request.method} is not allowed on {request.path}")
@@ -400,12 +534,16 @@ def install(hub: WebHub, app: web.Application) -> web.Application:
     """Add the API (a sub-application at /api), the dashboard and their hooks to ``app``."""
     api = web.Application(middlewares=[_middleware(hub)])
     for route in ROUTES:
-        api.router.add_route(route.method, route.path, _bind(hub, route.handler), name=route.operation_id)
+        api.router.add_route(
+            route.method, route.path, _bind(hub, route.handler), name=route.operation_id
+        )
     app.add_subapp("/api/", api)
     if hub.dashboard_enabled:
 
         async def index(request: web.Request) -> web.StreamResponse:
-            return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+            return web.FileResponse(
+                STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"}
+            )
 
         app.router.add_get("/", index, name="dashboard")
         app.router.add_static("/static/", STATIC_DIR, name="dashboard_static")

@@ -32,7 +32,9 @@ class EventFilter:
         if data is None:
             return cls()
         if not isinstance(data, Mapping):
-            raise WebError("invalid_request", "the filter must be an object like {\"events\": [\"message\"]}")
+            raise WebError(
+                "invalid_request", 'the filter must be an object like {"events": ["message"]}'
+            )
         unknown = sorted(set(data) - set(FILTER_KEYS))
         if unknown:
             raise WebError(
@@ -53,7 +55,12 @@ class EventFilter:
         """The filter of a REST query: ``?bot=a&event=message,scan&room=...&contact=...``."""
         data = {
             plural: query[single].split(",")
-            for single, plural in (("bot", "bots"), ("event", "events"), ("room", "rooms"), ("contact", "contacts"))
+            for single, plural in (
+                ("bot", "bots"),
+                ("event", "events"),
+                ("room", "rooms"),
+                ("contact", "contacts"),
+            )
             if single in query
         }
         return cls.parse(data)
@@ -85,7 +92,9 @@ def _strings(value: Any, key: str) -> frozenset[str]:
     if not isinstance(value, list | tuple):
         raise WebError("invalid_request", f"filter {key!r} must be a string or a list of strings")
     if len(value) > MAX_FILTER_VALUES:
-        raise WebError("invalid_request", f"filter {key!r} holds more than {MAX_FILTER_VALUES} values")
+        raise WebError(
+            "invalid_request", f"filter {key!r} holds more than {MAX_FILTER_VALUES} values"
+        )
     for item in value:
         if not isinstance(item, str) or not item or len(item) > MAX_ID_LENGTH:
             raise WebError(
@@ -101,7 +110,14 @@ def room_of(event: BotEvent) -> str | None:
     return room if isinstance(room, str) and room else None
 
 
-_CONTACT_FIELDS: Final = ("talkerId", "listenerId", "contactId", "inviterId", "removerId", "changerId")
+_CONTACT_FIELDS: Final = (
+    "talkerId",
+    "listenerId",
+    "contactId",
+    "inviterId",
+    "removerId",
+    "changerId",
+)
 _CONTACT_LISTS: Final = ("inviteeIdList", "leaverIdList")
 
 

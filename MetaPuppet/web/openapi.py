@@ -99,7 +99,11 @@ SCHEMAS: Final[dict[str, Any]] = {
     "Member": {
         "type": "object",
         "required": ["id", "name"],
-        "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "alias": NULLABLE_STRING},
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "alias": NULLABLE_STRING,
+        },
     },
     "Client": {
         "type": "object",
@@ -172,7 +176,10 @@ QUERY: Final[dict[str, dict[str, Any]]] = {
     "event": {"description": "Comma-separated event names (message, scan, login, ...)."},
     "room": {"description": "Comma-separated room ids."},
     "contact": {"description": "Comma-separated contact ids."},
-    "limit": {"description": "At most this many (1-200, default 50).", "schema": {"type": "integer"}},
+    "limit": {
+        "description": "At most this many (1-200, default 50).",
+        "schema": {"type": "integer"},
+    },
     "all": {
         "description": "`1` to include clients that went offline.",
         "schema": {"type": "string", "enum": ["0", "1"]},
