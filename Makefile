@@ -39,6 +39,8 @@ check: setup
 
 bench: setup
 	$(BIN)/python bench/roundtrip.py $(ARGS)
+	$(BIN)/python bench/messages.py
+	$(BIN)/python bench/dialogs.py
 
 clean:
 	rm -rf $(VENV) $(CLIENT)/node_modules .pytest_cache

@@ -60,6 +60,14 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
 
     server.add_event_listener(snapshot_after_login)
     server.on_shutdown(server.write_snapshots)
+    if getattr(robot, "dialog_store", "absent") is None:
+        # dialogs survive a restart by default: the embedded SQLite store, no server needed
+        from .storage import SQLiteStorage
+
+        robot.dialog_store = SQLiteStorage(config.data_dir / "dialogs.db")
+    store = getattr(robot, "dialog_store", None)
+    if store is not None:
+        server.on_shutdown(store.close)  # after the last handler: every write is committed
     await server.start()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

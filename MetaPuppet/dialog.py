@@ -574,7 +574,10 @@ class DialogManager:
             async with self.store.lock(key, self.lock_wait):
                 state = await self.store.get(key)
                 if state is None or state.get("id") != dialog_id or state.get("asked") != asked:
-                    return  # answered (or restarted) meanwhile
+                    # answered meanwhile, here or by another process sharing the store
+                    if self._waiting.get(key, {}).get("asked") == asked:
+                        del self._waiting[key]
+                    return
                 await self.store.delete(key)
                 self._waiting.pop(key, None)
             route = self.robot.router.find_dialog(str(state.get("dialog")))

@@ -53,10 +53,19 @@ class RedisStorage(BaseStorage):
         self._owns_client = owns_client
 
     @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> RedisStorage:
-        """Connect to ``redis://host:port/db`` (or ``unix:///path/redis.sock``)."""
-        client = _redis_module().Redis.from_url(url)
-        return cls(client, owns_client=True, **kwargs)
+    def from_url(cls, url: str, *, max_connections: int = 64, **kwargs: Any) -> RedisStorage:
+        """Connect to ``redis://host:port/db`` (or ``unix:///path/redis.sock``).
+
+        Up to ``max_connections`` commands run at once; more wait for a free connection
+        (redis-py's default pool raises "Too many connections" instead, which a busy bot
+        with hundreds of handlers running would hit). When you pass your own client, give
+        it a ``BlockingConnectionPool`` for the same reason.
+        """
+        module = _redis_module()
+        pool = module.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=DEFAULT_LOCK_WAIT
+        )
+        return cls(module.Redis(connection_pool=pool), owns_client=True, **kwargs)
 
     def _name(self, key: StorageKey) -> str:
         return key.encode(self.namespace)
@@ -116,3 +125,4 @@ class RedisStorage(BaseStorage):
     async def close(self) -> None:
         if self._owns_client:
             await self.client.aclose()
+            await self.client.connection_pool.disconnect()

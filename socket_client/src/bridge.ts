@@ -106,6 +106,10 @@ export class Bridge {
     this.socket = io(options.url, {
       autoConnect: false,
       transports: ['websocket'],
+      // Compressing every frame cost a quarter of the client's CPU on loopback
+      // (bench/messages.py). `false` stops the negotiation; Node's `ws` takes it, the typing
+      // only lists the threshold form.
+      perMessageDeflate: false as unknown as { threshold: number },
       auth,
       reconnection: false,
       ...options.socketOptions,
