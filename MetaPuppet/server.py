@@ -1147,6 +1147,12 @@ class SocketServerCore:
                 log.exception("event listener %r failed", listener)
         if self.robot is None:
             return None
+        if (
+            event.name == "message"
+            and event.payload.get("self")
+            and not self.robot.handle_self_messages
+        ):
+            return None  # the bot's own message: listeners saw it; nothing for the robot
         queue_slots = self._queue_slots
         if queue_slots is not None:
             # a full queue holds the event here, so its acknowledgement waits and the Node
