@@ -131,8 +131,13 @@ def _check(ok: bool, what: str, fix: str = "") -> bool:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    results = [_check(sys.version_info >= (3, 11), f"Python {sys.version.split()[0]}",
-                      "install Python 3.11 or newer")]
+    results = [
+        _check(
+            sys.version_info >= (3, 11),
+            f"Python {sys.version.split()[0]}",
+            "install Python 3.11 or newer",
+        )
+    ]
     node = shutil.which("node")
     version = ""
     if node:
@@ -155,27 +160,39 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         results.append(_check(False, "config", str(exc)))
         return 1
     token = config.token
-    results.append(_check(bool(token), "a token is set", "run `metapuppet init` or set METAPUPPET_TOKEN"))
+    results.append(
+        _check(bool(token), "a token is set", "run `metapuppet init` or set METAPUPPET_TOKEN")
+    )
     if token:
-        results.append(_check(
-            len(token) >= MIN_EXPOSED_TOKEN_LENGTH,
-            f"token strength ({len(token)} characters)",
-            f"use at least {MIN_EXPOSED_TOKEN_LENGTH} random characters (`metapuppet init`)",
-        ))
+        results.append(
+            _check(
+                len(token) >= MIN_EXPOSED_TOKEN_LENGTH,
+                f"token strength ({len(token)} characters)",
+                f"use at least {MIN_EXPOSED_TOKEN_LENGTH} random characters (`metapuppet init`)",
+            )
+        )
     with socket.socket() as probe:
         try:
             probe.bind((config.host, config.port))
             free = True
         except OSError:
             free = False
-    results.append(_check(free, f"port {config.host}:{config.port} is free",
-                          "stop what uses it, or set server.port / METAPUPPET_PORT"))
+    results.append(
+        _check(
+            free,
+            f"port {config.host}:{config.port} is free",
+            "stop what uses it, or set server.port / METAPUPPET_PORT",
+        )
+    )
     puppet = config.puppet_name
     if client_dir is not None:
         package = "wechaty-puppet-mock" if puppet == "mock" else puppet
         installed = (client_dir / "node_modules" / package / "package.json").is_file()
-        results.append(_check(installed, f"puppet package {package}",
-                              f"cd {client_dir} && npm install {package}"))
+        results.append(
+            _check(
+                installed, f"puppet package {package}", f"cd {client_dir} && npm install {package}"
+            )
+        )
     return 0 if all(results) else 1
 
 
@@ -219,7 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if args.command == "serve":
-        logging.getLogger("MetaPuppet").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
+        logging.getLogger("MetaPuppet").setLevel(
+            logging.INFO if not args.verbose else logging.DEBUG
+        )
     try:
         return int(args.func(args))
     except MetaPuppetError as exc:
@@ -227,5 +246,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-
-

@@ -29,8 +29,10 @@ class DemoBot(RobotBase):
         if "picture" in text.lower() or "图" in text:
             return FileBox.from_file(PICTURE)
         if message.room is not None:
-            return f"{name}, you asked in {message.room.topic_text or 'this room'}: {text!r}. " \
+            return (
+                f"{name}, you asked in {message.room.topic_text or 'this room'}: {text!r}. "
                 "MetaPuppet drives WeChat bots from Python."
+            )
         return f"Hello {name}! You said: {text}"
 
     async def on_friendship(self, friendship: Friendship) -> Any:
@@ -138,8 +140,11 @@ async def play_script(bot: MockBot, out: TextIO = sys.stdout, timeout: float = 1
 
 
 async def run_demo(once: bool = False, out: TextIO = sys.stdout, log_level: str = "warn") -> int:
-    print("MetaPuppet demo: starting the server and the Node client on the mock puppet…",
-          file=out, flush=True)
+    print(
+        "MetaPuppet demo: starting the server and the Node client on the mock puppet…",
+        file=out,
+        flush=True,
+    )
     started = time.perf_counter()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

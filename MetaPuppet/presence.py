@@ -120,7 +120,5 @@ class Presence:
 
     def list(self, only_online: bool = True) -> list[dict[str, Any]]:
         return [
-            c.to_dict()
-            for c in self._clients.values()
-            if not only_online or c.status != OFFLINE
+            c.to_dict() for c in self._clients.values() if not only_online or c.status != OFFLINE
         ]

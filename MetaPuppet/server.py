@@ -175,9 +175,7 @@ class _SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
         try:
             return await super()._handle_eio_message(eio_sid, data)
         except (ValueError, RecursionError, IndexError, KeyError, TypeError) as exc:
-            log.warning(
-                "dropped a malformed Socket.IO packet (%s: %.80s)", type(exc).__name__, exc
-            )
+            log.warning("dropped a malformed Socket.IO packet (%s: %.80s)", type(exc).__name__, exc)
             return None
 
 
@@ -305,7 +303,9 @@ class SocketServerCore:
         self.connect_grace = connect_grace
         #: a puppet with no sign of a working Wechaty for this long is reported stalled
         self.stall_timeout = float(
-            stall_timeout if stall_timeout is not None else self.config.raw["server"].get("stall_timeout_s", 90)
+            stall_timeout
+            if stall_timeout is not None
+            else self.config.raw["server"].get("stall_timeout_s", 90)
         )
         self.restart_stalled_bots = restart_stalled_bots
         #: where seen event ids and contact snapshots are kept (None: nothing is written)
@@ -548,7 +548,9 @@ class SocketServerCore:
             user_loop.stop()
         self._user_loops.clear()
 
-    def _sync(self, what: str, make: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None) -> T:
+    def _sync(
+        self, what: str, make: Callable[[], Coroutine[Any, Any, T]], timeout: float | None = None
+    ) -> T:
         if self._loop is None:
             raise RuntimeError(f"{what}(): the server is not running; call server.run() first")
         return call_sync(self._loop, make, what=what, timeout=timeout)
@@ -807,7 +809,9 @@ class SocketServerCore:
         on the Node side, and the parameters travel as data.
         """
         if not isinstance(func_name, str) or not _FUNC_PATH.match(func_name):
-            raise ValueError(f"func_name must be a dotted name like bot.Contact.findAll: {func_name!r}")
+            raise ValueError(
+                f"func_name must be a dotted name like bot.Contact.findAll: {func_name!r}"
+            )
         result = await self.exec_snippet(
             CALL_FUNCTION_SNIPPET, {"path": func_name, "params": list(func_paras)}, bot=bot
         )
@@ -991,7 +995,8 @@ class SocketServerCore:
             self._presence.alive(info)
         if not self._accepting:
             return protocol.error_ack(
-                "unavailable", "the server is shutting down; send the event again after reconnecting"
+                "unavailable",
+                "the server is shutting down; send the event again after reconnecting",
             )
         if event.name in ("login", "logout"):
             self._presence.login(info, event.payload if event.name == "login" else None)
@@ -1233,9 +1238,7 @@ class SocketServerCore:
             else:
                 await self.call_handler(robot.on_bot_event, event)
         except Exception as exc:
-            log.exception(
-                "handling %s event %s of bot %r failed", event.name, event.id, event.bot
-            )
+            log.exception("handling %s event %s of bot %r failed", event.name, event.id, event.bot)
             try:
                 await self.call_handler(robot.on_error, exc, event)
             except Exception:

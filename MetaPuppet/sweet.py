@@ -133,7 +133,9 @@ class SweetSocketServer(SocketServerCore):
         self, invitation_json: Any, *, bot: str | None = None
     ) -> None:
         """Accept a friend request given its payload (a dict or its JSON text)."""
-        payload = json.loads(invitation_json) if isinstance(invitation_json, str) else invitation_json
+        payload = (
+            json.loads(invitation_json) if isinstance(invitation_json, str) else invitation_json
+        )
         if not isinstance(payload, dict):
             raise ValueError("invitation_json must be a friendship payload (dict or JSON text)")
         await self.exec_snippet(ACCEPT_FRIENDSHIP_JSON, {"payload": payload}, bot=bot)
@@ -150,7 +152,9 @@ class SweetSocketServer(SocketServerCore):
         self, username: str, remarkname: str, *, bot: str | None = None
     ) -> bool:
         return bool(
-            await self.exec_snippet(SET_ALIAS, {"contactId": username, "alias": remarkname}, bot=bot)
+            await self.exec_snippet(
+                SET_ALIAS, {"contactId": username, "alias": remarkname}, bot=bot
+            )
         )
 
     async def async_get_all_message_types(self, *, bot: str | None = None) -> dict[str, Any]:
@@ -162,9 +166,7 @@ class SweetSocketServer(SocketServerCore):
     ) -> list[dict[str, Any]]:
         return list(await self.exec_snippet(ROOM_MEMBERS, {"roomId": room_id}, bot=bot) or [])
 
-    async def async_change_self_signature(
-        self, signature: str, *, bot: str | None = None
-    ) -> bool:
+    async def async_change_self_signature(self, signature: str, *, bot: str | None = None) -> bool:
         return bool(await self.exec_snippet(SELF_SIGNATURE, {"signature": signature}, bot=bot))
 
     send_wx_msg = sync_twin(async_send_wx_msg)

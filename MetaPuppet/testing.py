@@ -100,9 +100,9 @@ class NodeClient:
 
     async def start(self) -> None:
         self.config_path.write_text(json.dumps(self.config), encoding="utf-8")
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")
-        } | {"METAPUPPET_LOG_LEVEL": self.log_level}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")} | {
+            "METAPUPPET_LOG_LEVEL": self.log_level
+        }
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:
             self.process = await asyncio.create_subprocess_exec(
@@ -238,7 +238,9 @@ class MockContact(_Conversation):
             text = f"@{self.bot.user_name}\u2005{text}"
         return await self.bot.mock_say(self.id, {"text": text}, room, mention_ids)
 
-    async def send_file(self, name: str, data: bytes, *, room: MockRoom | None = None) -> str | None:
+    async def send_file(
+        self, name: str, data: bytes, *, room: MockRoom | None = None
+    ) -> str | None:
         """Send a file (an image, a document, ...) to the bot or to ``room``."""
         content = {"file": {"name": name, "base64": base64.b64encode(data).decode("ascii")}}
         return await self.bot.mock_say(self.id, content, room, [])
@@ -461,7 +463,9 @@ class MockWechat:
         user = waiter.result()
         bot.user_id = str(user.get("id") or "")
 
-    async def restart_node(self, name: str | None = None, *, kill: bool = False, timeout: float = 60.0) -> None:
+    async def restart_node(
+        self, name: str | None = None, *, kill: bool = False, timeout: float = 60.0
+    ) -> None:
         """Stop a bot's Node client (SIGTERM, or SIGKILL with ``kill``) and start it again
         with the same config and outbox file; returns once it logged in again.
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .server import SocketServerCore
@@ -203,7 +203,9 @@ SELF_NAME = "await bot.currentUser.name(args.name)\nreturn true"
 ROOM_RELOAD = _ROOM + "await room.sync()\nreturn room"
 ROOM_TOPIC_GET = _ROOM + "return await room.topic()"
 ROOM_TOPIC_SET = _ROOM + "await room.topic(args.topic)\nreturn true"
-ROOM_MEMBER_ALL = _ROOM + "return args.name == null ? await room.memberAll() : await room.memberAll(args.name)"
+ROOM_MEMBER_ALL = (
+    _ROOM + "return args.name == null ? await room.memberAll() : await room.memberAll(args.name)"
+)
 ROOM_MEMBER = _ROOM + "return (await room.member(args.name)) ?? null"
 ROOM_HAS = _ROOM + _MEMBER + "return await room.has(member)"
 ROOM_ADD = _ROOM + _MEMBER + "await room.add(member)\nreturn true"
@@ -220,7 +222,9 @@ MESSAGE_RECALL = _MESSAGE + "return await message.recall()"
 MESSAGE_FORWARD = (
     _MESSAGE
     + "const to = args.room ? bot.Room.load(args.to) : bot.Contact.load(args.to)\n"
-    + "await to.ready()\nconst sent = await message.forward(to)\nreturn sent ? sent.id ?? null : null"
+    + "await to.ready()\n"
+    + "const sent = await message.forward(to)\n"
+    + "return sent ? sent.id ?? null : null"
 )
 
 
@@ -730,7 +734,9 @@ class Rooms(dict[str, Any]):
             wire = await self.server.exec_snippet(_LOAD, {"id": id, "rooms": True}, bot=bot)
         else:
             wire = await self.server.exec_snippet(
-                _FIND, {"query": {"topic": _query_value(topic)}, "all": False, "rooms": True}, bot=bot
+                _FIND,
+                {"query": {"topic": _query_value(topic)}, "all": False, "rooms": True},
+                bot=bot,
             )
         return room_from_wire(self.server, self._bot(bot), wire)
 
@@ -760,8 +766,8 @@ def strip_mentions(text: str) -> str:
     return text
 
 
-Sayable = Union[str, FileBox, UrlLink, MiniProgram, Contact]
-Reply = Union[Sayable, dict[str, Any], Iterable[Any], None]
+Sayable = str | FileBox | UrlLink | MiniProgram | Contact
+Reply = Sayable | dict[str, Any] | Iterable[Any] | None
 
 _LEGACY_TYPES = {"text": "TEXT", "file": "FILE", "url": "URLLINK", "urllink": "URLLINK"}
 

@@ -1,7 +1,7 @@
 """The original project's hello_world: the same Wechaty calls, from async code and from threads.
 
-    python example/hello_world.py
-    metapuppet client
+python example/hello_world.py
+metapuppet client
 """
 
 import threading
@@ -47,7 +47,9 @@ async def async_bar(server):
 
 # sync version: simpler, fine for short tasks in their own thread
 def foo(server):
-    rooms = server.exec_one_wx_function(func_name="bot.Room.findAll", func_paras=[], need_return=True)
+    rooms = server.exec_one_wx_function(
+        func_name="bot.Room.findAll", func_paras=[], need_return=True
+    )
     print("Time:", Time(), "foo on", threading.current_thread().name)
     print("sync: len(rooms)", len(rooms))
     members = []
@@ -73,7 +75,9 @@ def bar(server):
 
 
 def get_userself(server):
-    contact_self = server.exec_one_wx_function(func_name="bot.userSelf", func_paras=[], need_return=True)
+    contact_self = server.exec_one_wx_function(
+        func_name="bot.userSelf", func_paras=[], need_return=True
+    )
     print("contact_self", contact_self["payload"]["name"])
     return contact_self
 

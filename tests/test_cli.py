@@ -21,11 +21,17 @@ from MetaPuppet.testing import NodeClient
 pytestmark = pytest.mark.e2e
 
 
-def metapuppet(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def metapuppet(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")}
     return subprocess.run(
         [sys.executable, "-m", "MetaPuppet", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -63,8 +69,12 @@ def test_doctor_passes_on_a_good_setup_and_explains_a_weak_token(tmp_path: Path)
 
 
 def test_serve_refuses_a_public_address_with_a_short_token(tmp_path: Path):
-    (tmp_path / "config.json").write_text(json.dumps({"server": {"token": "short", "port": free_port()}}))
-    result = metapuppet("serve", "--config", "config.json", "--host", "0.0.0.0", cwd=tmp_path, timeout=30)
+    (tmp_path / "config.json").write_text(
+        json.dumps({"server": {"token": "short", "port": free_port()}})
+    )
+    result = metapuppet(
+        "serve", "--config", "config.json", "--host", "0.0.0.0", cwd=tmp_path, timeout=30
+    )
     assert result.returncode == 2
     assert "not loopback" in result.stderr and "16 characters" in result.stderr
 
@@ -74,8 +84,13 @@ def test_demo_once_plays_the_script_and_exits_zero():
     result = metapuppet("demo", "--once", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "4/4 steps passed" in result.stdout
-    for line in ("Alice → bot: Hello bot!", "bot → Alice: Hello Alice!", "bot → MetaPuppet Fans",
-                 "friend request accepted and greeted", "bot → Alice: [Image]"):
+    for line in (
+        "Alice → bot: Hello bot!",
+        "bot → Alice: Hello Alice!",
+        "bot → MetaPuppet Fans",
+        "friend request accepted and greeted",
+        "bot → Alice: [Image]",
+    ):
         assert line in result.stdout, result.stdout
     assert time.monotonic() - started < 60
 
@@ -111,18 +126,32 @@ SLOW_BOT = textwrap.dedent(
 async def test_sigterm_lets_the_running_handler_finish_and_writes_snapshots(tmp_path: Path):
     (tmp_path / "slowbot.py").write_text(SLOW_BOT)
     token, port = "t" * 32, free_port()
-    (tmp_path / "config.json").write_text(json.dumps({
-        "server": {"token": token, "port": port, "data_dir": "data"},
-        "client": {"bot": "worker"},
-    }))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "server": {"token": token, "port": port, "data_dir": "data"},
+                "client": {"bot": "worker"},
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")}
     serve = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "MetaPuppet", "serve", "--bot", "slowbot:SlowBot",
-        "--config", "config.json", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "MetaPuppet",
+        "serve",
+        "--bot",
+        "slowbot:SlowBot",
+        "--config",
+        "config.json",
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
-    node = NodeClient({"server": {"token": token},
-                       "client": {"url": f"http://127.0.0.1:{port}", "bot": "worker"}})
+    node = NodeClient(
+        {"server": {"token": token}, "client": {"url": f"http://127.0.0.1:{port}", "bot": "worker"}}
+    )
     try:
         await node.start()
         marks = tmp_path / "marks"

@@ -182,7 +182,9 @@ async def _second_half(wx, contacts, start: int) -> None:
     snippet = """
     setTimeout(async () => {
       for (let i = args.start; i < args.start + 10; i++) {
-        for (const contact of args.contacts) mock.say(contact.id, { text: `${contact.name}:${i}` }, null)
+        for (const contact of args.contacts) {
+          mock.say(contact.id, { text: `${contact.name}:${i}` }, null)
+        }
         await new Promise((resolve) => setTimeout(resolve, 15))
       }
     }, 0)

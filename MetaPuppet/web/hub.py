@@ -9,7 +9,9 @@ with :meth:`WebHub.on_web_message`. The dashboard's live feed (server-sent event
 arrived since the last flush leaves as one ``events`` frame (a list) per client, at most
 one frame per client every ``web.flush_ms`` (50 ms by default). At a low rate a batch
 holds one event and leaves at once; under load, batching keeps the per-client frame count
-bounded, which is what costs CPU (see ``bench/fanout.py``).
+bounded, which is what costs CPU (see ``bench/fanout.py``). A shared frame is written
+straight to each client's websocket when Engine.IO's ordering and flow control allow it
+(:meth:`WebHub._writable_now`), else through the client's Engine.IO queue.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import functools
 import inspect
 import itertools
 import logging
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from aiohttp import WSMsgType
 
 from ..protocol import ROLE_WEB, BotEvent
 from .actions import ACTIONS, run_action
@@ -48,7 +53,9 @@ RESERVED_EVENTS: Final = frozenset(
 DEFAULT_FLUSH_MS: Final = 50
 FEED_SIZE: Final = 200
 MAX_SUBSCRIPTIONS: Final = 32
-FANOUT_CHUNK: Final = 10
+FANOUT_CHUNK: Final = 20
+# larger frames go through Engine.IO (compressing one may wait for an executor)
+DIRECT_MAX_BYTES: Final = 16 * 1024
 STREAM_QUEUE: Final = 256
 # ScanStatus values for which the QR code is worth showing (Unknown, Waiting, Scanned, Timeout)
 _SHOW_QR: Final = frozenset({0, 2, 3, 5})
@@ -106,6 +113,19 @@ def qr_data_uri(text: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
 
 
+def _text_frame(payload: bytes) -> bytes:
+    """An unmasked, uncompressed, final websocket text frame (RFC 6455 5.2), as a server
+    sends it: the same bytes for every connection without permessage-deflate."""
+    length = len(payload)
+    if length < 126:
+        header = struct.pack("!BB", 0x81, length)
+    elif length < 65536:
+        header = struct.pack("!BBH", 0x81, 126, length)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, length)
+    return header + payload
+
+
 class WebHub:
     """Web clients, their subscriptions, typed actions, the dashboard and the REST API.
 
@@ -132,6 +152,13 @@ class WebHub:
         self._wake: asyncio.Event | None = None
         self._flusher: asyncio.Task[None] | None = None
         self.delivered_batches = 0
+
+        #: Engine.IO sid -> the aiohttp websocket wrapper of that connection (see
+        #: :meth:`_install_direct_writes`); empty when the driver could not be wrapped
+        self._websockets: dict[str, Any] = {}
+        self.direct_frames = 0
+        self.queued_frames = 0
+        self._install_direct_writes()
 
         self.sio.on(EV_SUBSCRIBE, self._on_subscribe)
         self.sio.on(EV_UNSUBSCRIBE, self._on_unsubscribe)
@@ -367,26 +394,135 @@ class WebHub:
             await self._send_to_many(EV_EVENTS, [wires[i] for i in chosen], sids)
         self.delivered_batches += 1
 
+    def _install_direct_writes(self) -> None:
+        """Remember each websocket connection, so the fan-out can write to it directly.
+
+        Engine.IO's aiohttp driver keeps its websocket wrapper private to the connection's
+        handler; a subclass, installed on this server's Engine.IO instance only (a copy of
+        its driver table, not the shared module), records it by Engine.IO sid while the
+        connection lives. Anything unexpected leaves the driver alone: the fan-out then goes
+        through Engine.IO's queues as before.
+        """
+        eio = getattr(self.sio, "eio", None)
+        drivers = getattr(eio, "_async", None)
+        mode = getattr(eio, "async_mode", None)
+        if eio is None or not isinstance(drivers, dict) or mode != "aiohttp":
+            return
+        base = drivers.get("websocket")
+        if not isinstance(base, type):
+            return
+        registry = self._websockets
+
+        class RecordedWebSocket(base):  # type: ignore[misc, valid-type]
+            async def __call__(self, environ: Any) -> Any:
+                sid = getattr(getattr(self.handler, "__self__", None), "sid", None)
+                if not isinstance(sid, str):
+                    return await super().__call__(environ)
+                registry[sid] = self
+                try:
+                    return await super().__call__(environ)
+                finally:
+                    if registry.get(sid) is self:
+                        del registry[sid]
+
+        eio._async = {**drivers, "websocket": RecordedWebSocket}
+
+    def _writable_now(self, eio_sid: str, ping_deadline: float) -> Any:
+        """The aiohttp websocket of ``eio_sid`` when a frame written to it now keeps every
+        Engine.IO invariant, else None (the frame then goes through Engine.IO's queue).
+
+        Safe means: the connection is an established websocket (not upgrading, closing or
+        past its ping timeout); Engine.IO's writer task is idle, waiting on an empty queue
+        (so nothing sent earlier through Engine.IO (an ack, ``presence``, ``emit_to_web``)
+        is still on its way and could be overtaken); and the transport takes the frame
+        without waiting (nothing buffered: a slow reader's frames queue in Engine.IO, in
+        its own writer task, and never hold up the fan-out to the others).
+        ``ping_deadline``: a pong older than this (``time.time()`` based) is overdue.
+        """
+        wrapper = self._websockets.get(eio_sid)
+        if wrapper is None:
+            return None
+        socket = self.sio.eio.sockets.get(eio_sid)
+        if (
+            socket is None
+            or not socket.upgraded
+            or socket.upgrading
+            or socket.closing
+            or socket.closed
+        ):
+            return None
+        last_ping = socket.last_ping
+        if last_ping and last_ping < ping_deadline:
+            return None  # Engine.IO's send() closes it
+        queue = socket.queue
+        if queue.qsize():
+            return None
+        # the writer task waits in queue.get(): its waiter is in _getters until a packet
+        # wakes it; from then until the packet is written, the writer holds it
+        getters = getattr(queue, "_getters", None)
+        if not getters:
+            return None
+        for getter in getters:
+            if getter.done():
+                return None
+        ws = wrapper._sock
+        writer = getattr(ws, "_writer", None)
+        if writer is None or ws.closed or ws._closing or writer._closing:
+            return None
+        transport = writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size() or writer.protocol._paused:
+            return None
+        return ws
+
     async def _send_to_many(self, event: str, data: Any, sids: list[str]) -> None:
         """Send one frame to many clients, encoded once, yielding to the loop now and then.
 
         ``sio.emit(to=sids)`` creates one task per recipient and runs them all in one go;
         with hundreds of web clients that starves everything else on the loop (the puppets'
-        events included) for the whole fan-out. Handing the encoded packet to each client's
-        Engine.IO queue directly costs a third less CPU, and yielding every
-        :data:`FANOUT_CHUNK` clients keeps the loop responsive (bench/fanout.py).
+        events included) for the whole fan-out. Instead the packet is encoded once, and
+        when it is safe (see :meth:`_writable_now`) written straight to each client's
+        websocket: the same prebuilt websocket frame for every connection without
+        compression, aiohttp's ``send_frame`` for those with it. That costs a fraction of
+        going through Engine.IO's per-client queue and writer task (one task and one timer
+        per packet on Python 3.11); a client for which it is not safe gets the packet
+        through its Engine.IO queue as before. The loop gets a turn every
+        :data:`FANOUT_CHUNK` clients, so the puppets' own events keep flowing
+        (bench/fanout.py).
         """
         packet = self._encode(event, data)
         if packet is None:
             await self.sio.emit(event, data, to=sids)
             return
+        encoded = packet.encode()
+        payload = encoded.encode("utf-8") if isinstance(encoded, str) else None
+        direct = payload is not None and len(payload) <= DIRECT_MAX_BYTES
+        frame = _text_frame(payload) if payload is not None and direct else b""
         manager, eio = self.sio.manager, self.sio.eio
+        ping_deadline = time.time() - eio.ping_timeout
+        written = queued = 0
         for index, sid in enumerate(sids):
             eio_sid = manager.eio_sid_from_sid(sid, "/")
             if eio_sid is not None:
-                await eio.send_packet(eio_sid, packet)
+                ws = self._writable_now(eio_sid, ping_deadline) if direct else None
+                sent = False
+                if ws is not None:
+                    try:
+                        writer = ws._writer
+                        if writer.compress:  # permessage-deflate: aiohttp compresses
+                            await ws.send_frame(payload, WSMsgType.TEXT)
+                        else:
+                            writer.transport.write(frame)
+                        sent = True
+                        written += 1
+                    except Exception:  # the connection is going away: let Engine.IO see
+                        log.debug("direct write to %s failed", sid, exc_info=True)
+                if not sent:
+                    await eio.send_packet(eio_sid, packet)
+                    queued += 1
             if index % FANOUT_CHUNK == FANOUT_CHUNK - 1:
                 await asyncio.sleep(0)
+        self.direct_frames += written
+        self.queued_frames += queued
 
     def _encode(self, event: str, data: Any) -> Any:
         """The Engine.IO packet of a Socket.IO event, or None to fall back to ``emit``."""
