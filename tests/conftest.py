@@ -9,9 +9,52 @@ import pytest
 
 from MetaPuppet import Config, SweetSocketServer
 from MetaPuppet.protocol import BotEvent
-from MetaPuppet.server import PuppetLink
+from MetaPuppet.server import PuppetLink, SocketServerCore
 
 logging.getLogger("MetaPuppet").setLevel(logging.DEBUG)
+
+
+# --- no token may ever appear in a log line, anywhere in the suite -------------------------
+
+_SECRETS: set[str] = set()
+_LEAKS: list[str] = []
+
+
+class _TokenLeakWatch(logging.Handler):
+    """Sees every log record of the run and keeps any that contains a server's token."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not _SECRETS:
+            return
+        try:
+            text = record.getMessage()
+        except Exception:  # noqa: BLE001 - a broken record is not a leak
+            return
+        for secret in _SECRETS:
+            if secret in text:
+                _LEAKS.append(f"{record.name}: {text[:200]}")
+                return
+
+
+_original_start = SocketServerCore.start
+
+
+async def _start_and_remember_tokens(self: SocketServerCore, *args: Any, **kwargs: Any) -> None:
+    for token in (self._token, self._puppet_token, self._web_token):
+        if token:
+            _SECRETS.add(token)
+    await _original_start(self, *args, **kwargs)
+
+
+SocketServerCore.start = _start_and_remember_tokens  # type: ignore[method-assign]
+_watch = _TokenLeakWatch(level=logging.DEBUG)
+logging.getLogger().addHandler(_watch)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _LEAKS:
+        print(f"\n{len(_LEAKS)} log lines contained a token, e.g.:\n" + "\n".join(_LEAKS[:5]))
+        session.exitstatus = 1
 
 
 class FakePuppet(PuppetLink):
