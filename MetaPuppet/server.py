@@ -689,12 +689,16 @@ class SocketServerCore:
                     f"no puppet {which}is connected{connected}: start the Node client "
                     "with `metapuppet client`"
                 )
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._puppet_waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                pass
+            await self._puppet_change(remaining)
+
+    async def _puppet_change(self, remaining: float) -> None:
+        """Sleep until a puppet connects, or ``remaining`` seconds pass."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._puppet_waiters.append(waiter)
+        try:
+            await asyncio.wait_for(waiter, remaining)
+        except TimeoutError:
+            pass
 
     async def async_wait_for_puppet(self, timeout: float = 30.0, bot: str | None = None) -> str:
         """Wait until a puppet (for ``bot``, or any) is connected; return its bot name."""
@@ -714,12 +718,7 @@ class SocketServerCore:
                     f"no puppet {which}connected within {timeout:.1f} s: is the Node client "
                     "running (`metapuppet client`) with the same token and port?"
                 )
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._puppet_waiters.append(waiter)
-            try:
-                await asyncio.wait_for(waiter, remaining)
-            except TimeoutError:
-                pass
+            await self._puppet_change(remaining)
 
     def wait_for_puppet(self, timeout: float = 30.0, bot: str | None = None) -> str:
         """Block until a puppet is connected (sync twin of :meth:`async_wait_for_puppet`)."""

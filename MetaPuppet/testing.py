@@ -40,7 +40,7 @@ from .protocol import BotEvent
 from .robot import RobotBase
 from .server import SocketServerCore
 from .sweet import SweetSocketServer
-from .wechaty import FileBox, MessageType
+from .wechaty import FileBox, Message
 
 DEFAULT_USER_NAME = "MetaPuppet Bot"
 _LIVE_PROCESSES: set[int] = set()
@@ -160,36 +160,16 @@ class NodeClient:
             _LIVE_PROCESSES.discard(self.process.pid)
 
 
-@dataclass
-class SentMessage:
+class SentMessage(Message):
     """A message the bot sent (seen through the mock's echo of the bot's own messages)."""
-
-    bot: MockBot = field(repr=False)
-    payload: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return str(self.payload.get("id") or "")
-
-    @property
-    def text(self) -> str:
-        return str(self.payload.get("text") or "")
-
-    @property
-    def type(self) -> MessageType:
-        return MessageType(int(self.payload.get("type") or 0))
 
     @property
     def room_id(self) -> str | None:
         return self.payload.get("roomId") or None
 
-    @property
-    def mention_ids(self) -> list[str]:
-        return list(self.payload.get("mentionIdList") or [])
-
     async def file(self) -> FileBox:
         """The file this message carried (an image, an attachment, ...)."""
-        return await self.bot.server_message(self.id).to_file_box()
+        return await self.to_file_box()
 
 
 class _Conversation:
@@ -296,7 +276,8 @@ class MockBot:
         if event.name == "message" and event.payload.get("self"):
             target = event.payload.get("roomId") or event.payload.get("listenerId")
             if target:
-                self._replies[str(target)].put_nowait(SentMessage(self, event.payload))
+                sent = SentMessage(self.server, self.name, event.payload)
+                self._replies[str(target)].put_nowait(sent)
 
     async def exec(self, code: str, args: Any = None, timeout: float = 30.0) -> Any:
         """Run a snippet on this bot (``mock`` and ``mocker`` are in scope)."""
