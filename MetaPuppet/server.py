@@ -8,6 +8,7 @@ the robot, sending the robot's replies back through the puppet the event came fr
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import inspect
 import ipaddress
@@ -144,6 +145,22 @@ return {
   rooms: roomRecords,
 }
 """
+
+
+def sync_twin(
+    method: Callable[..., Coroutine[Any, Any, T]],
+) -> Callable[..., T]:
+    """Make the blocking twin of an ``async_`` method: run it on the server loop, wait."""
+    name = method.__name__.removeprefix("async_")
+
+    @functools.wraps(method)
+    def twin(self: SocketServerCore, *args: Any, **kwargs: Any) -> T:
+        return self._sync(name, lambda: method(self, *args, **kwargs))
+
+    twin.__name__ = name
+    twin.__qualname__ = method.__qualname__.replace(method.__name__, name)
+    twin.__doc__ = f"Blocking twin of ``{method.__name__}``; not for the server loop."
+    return twin
 
 
 class _Done:
@@ -787,12 +804,7 @@ class SocketServerCore:
         result = await self.exec_snippet(ts_code, bot=bot)
         return result if need_return else None
 
-    def exec_wx_function(
-        self, ts_code: str, need_return: bool = False, *, bot: str | None = None
-    ) -> Any:
-        return self._sync(
-            "exec_wx_function", lambda: self.async_exec_wx_function(ts_code, need_return, bot=bot)
-        )
+    exec_wx_function = sync_twin(async_exec_wx_function)
 
     async def async_exec_one_wx_function(
         self,
@@ -816,18 +828,7 @@ class SocketServerCore:
         )
         return result if need_return else None
 
-    def exec_one_wx_function(
-        self,
-        func_name: str,
-        func_paras: Iterable[Any] = (),
-        need_return: bool = False,
-        *,
-        bot: str | None = None,
-    ) -> Any:
-        return self._sync(
-            "exec_one_wx_function",
-            lambda: self.async_exec_one_wx_function(func_name, func_paras, need_return, bot=bot),
-        )
+    exec_one_wx_function = sync_twin(async_exec_one_wx_function)
 
     # ------------------------------------------------------------------ sending
 

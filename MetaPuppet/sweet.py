@@ -7,12 +7,10 @@ travels in ``args``.
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from .server import SocketServerCore
+from .server import SocketServerCore, sync_twin
 from .wechaty import FileBox, UrlLink
 
 T = TypeVar("T")
@@ -60,22 +58,6 @@ const friendship = await bot.Friendship.fromJSON(args.payload)
 await friendship.accept()
 return true
 """
-
-
-def sync_twin(
-    method: Callable[..., Coroutine[Any, Any, T]],
-) -> Callable[..., T]:
-    """Make the blocking twin of an ``async_`` method: run it on the server loop, wait."""
-    name = method.__name__.removeprefix("async_")
-
-    @functools.wraps(method)
-    def twin(self: SocketServerCore, *args: Any, **kwargs: Any) -> T:
-        return self._sync(name, lambda: method(self, *args, **kwargs))
-
-    twin.__name__ = name
-    twin.__qualname__ = f"SweetSocketServer.{name}"
-    twin.__doc__ = f"Blocking twin of ``{method.__name__}``; not for the server loop."
-    return twin
 
 
 def _is_room(chat_type: str) -> bool:
