@@ -792,7 +792,7 @@ class SocketServerCore:
 
     async def echo(self, data: Any, *, bot: str | None = None, timeout: float = 10.0) -> Any:
         """A raw round trip to the Node client (no snippet): the benchmark baseline."""
-        link = await self._pick_puppet(bot, self.connect_grace)
+        link = await self._pick_puppet(bot, self._grace_for(bot))
         return await link.call(protocol.EV_ECHO, data, timeout)
 
     # the original project's names --------------------------------------------------
@@ -845,7 +845,7 @@ class SocketServerCore:
         if room is None:
             room = "@" in conversation_id
         if self.rate_limiter is not None:
-            link = await self._pick_puppet(bot, self.connect_grace)
+            link = await self._pick_puppet(bot, self._grace_for(bot))
             bot = link.bot
             await self.rate_limiter.acquire(bot, conversation_id)
         args = {

@@ -43,6 +43,21 @@ async def test_exec_waits_for_a_returning_puppet_within_the_grace_period(server_
     assert 0.15 < time.monotonic() - started < 1.5
 
 
+async def test_every_call_to_a_bot_never_seen_fails_at_once(server_factory):
+    server = await server_factory(connect_grace=5.0)  # the default rate limiter is on
+    assert server.rate_limiter is not None
+    calls = [
+        lambda: server.exec_snippet("return 1"),
+        lambda: server.echo({"x": 1}),
+        lambda: server.say("alice", "hi"),  # picks the bot for the rate limiter first
+    ]
+    for call in calls:
+        started = time.monotonic()
+        with pytest.raises(PuppetNotConnected):
+            await call()
+        assert time.monotonic() - started < 1.0
+
+
 async def test_a_puppet_that_does_not_return_fails_after_the_grace_period(server_factory):
     server = await server_factory(connect_grace=0.3)
     puppet = FakePuppet()
