@@ -41,6 +41,7 @@ bench: setup
 	$(BIN)/python bench/roundtrip.py $(ARGS)
 	$(BIN)/python bench/messages.py
 	$(BIN)/python bench/dialogs.py
+	$(BIN)/python bench/fanout.py
 
 clean:
 	rm -rf $(VENV) $(CLIENT)/node_modules .pytest_cache

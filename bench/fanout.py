@@ -33,6 +33,8 @@ from array import array
 from pathlib import Path
 from typing import Any
 
+from _measure import cpu_seconds, percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -59,12 +61,6 @@ return true
 TS = re.compile(rb'"ts": ?([0-9.]+)'.decode())
 
 
-def percentile(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
 def cpu_pressure_s() -> float | None:
     """Seconds some runnable task waited for a CPU, machine-wide (Linux PSI), or None."""
     try:
@@ -72,12 +68,6 @@ def cpu_pressure_s() -> float | None:
         return int(some.rsplit("total=", 1)[1]) / 1e6
     except (OSError, IndexError, ValueError):
         return None
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------- the clients

@@ -33,6 +33,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from _measure import cpu_seconds, percentile
+
 from MetaPuppet import Message, RobotBase
 from MetaPuppet.testing import mock_wechat
 
@@ -132,18 +134,6 @@ def turn_off_websocket_deflate() -> None:
             super().__init__(*args, **kwargs)
 
     engineio_aiohttp.WebSocketResponse = PlainWebSocketResponse
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # Loaded into the Node client with NODE_OPTIONS=--import (V8's --cpu-prof may not go in
@@ -276,7 +266,7 @@ async def _run(
             "expected": chats * per_chat,
             "msgs_per_s": e2e["answered"] / (e2e["ms"] / 1000),
             "p50_ms": statistics.median(latencies),
-            "p99_ms": percentile(latencies, 0.99),
+            "p99_ms": percentile(sorted(latencies), 0.99),
         },
         "cpu_during_e2e": {
             "wall_s": wall,

@@ -19,15 +19,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from _measure import percentile
+
 from MetaPuppet.testing import mock_wechat
 
 SNIPPET = "return args.x"
-
-
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 async def latency(
@@ -81,7 +77,7 @@ async def run(rounds: int, total: int, in_flight: int, repeats: int) -> dict[str
     for name in calls:
         report[name] = {
             "p50_ms": statistics.median(samples[name]),
-            "p99_ms": percentile(samples[name], 0.99),
+            "p99_ms": percentile(sorted(samples[name]), 0.99),
             "mean_ms": statistics.fmean(samples[name]),
             "calls_per_s": max(rates[name]),
         }
