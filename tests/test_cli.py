@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from MetaPuppet.testing import NodeClient
+
+from .conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -33,12 +34,6 @@ def metapuppet(
         text=True,
         timeout=timeout,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_init_writes_a_private_config_with_a_strong_token(tmp_path: Path):

@@ -10,7 +10,6 @@ import asyncio
 import os
 import runpy
 import signal
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ import socketio
 from MetaPuppet import TestBot
 from MetaPuppet.config import new_token
 from MetaPuppet.testing import NodeClient, mock_wechat
+
+from .conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -105,15 +106,9 @@ async def test_custom_server_talks_to_web_clients():
             await client.disconnect()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def _run_script(name: str, *, until: str, interrupt: bool = False) -> tuple[int, str]:
     """Run example/<name>.py as a process with a Node client connected to it."""
-    port, token = _free_port(), new_token()
+    port, token = free_port(), new_token()
     env = {k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")}
     env |= {"METAPUPPET_PORT": str(port), "METAPUPPET_TOKEN": token, "PYTHONUNBUFFERED": "1"}
     script = await asyncio.create_subprocess_exec(
