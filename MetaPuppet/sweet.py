@@ -11,7 +11,16 @@ import json
 from typing import Any, TypeVar
 
 from .server import SocketServerCore, sync_twin
-from .wechaty import FileBox, UrlLink
+
+# the same constant snippets the Contact and Room views run
+from .wechaty import (
+    CONTACT_ALIAS_SET,
+    ROOM_ALIAS,
+    ROOM_MEMBER_ALL,
+    SELF_SIGNATURE,
+    FileBox,
+    UrlLink,
+)
 
 T = TypeVar("T")
 
@@ -24,34 +33,7 @@ CHAT_TYPES = {
     "group_chat": True,
 }
 
-GROUP_ALIAS = """
-const room = bot.Room.load(args.roomId)
-await room.ready()
-const contact = bot.Contact.load(args.contactId)
-await contact.ready()
-return (await room.alias(contact)) ?? null
-"""
-
-SET_ALIAS = """
-const contact = bot.Contact.load(args.contactId)
-await contact.ready()
-await contact.alias(args.alias)
-return true
-"""
-
 MESSAGE_TYPES = "return bot.Message.Type ?? null"
-
-ROOM_MEMBERS = """
-const room = bot.Room.load(args.roomId)
-await room.ready()
-return await room.memberAll()
-"""
-
-SELF_SIGNATURE = """
-const user = bot.currentUser
-await user.signature(args.signature)
-return true
-"""
 
 ACCEPT_FRIENDSHIP_JSON = """
 const friendship = await bot.Friendship.fromJSON(args.payload)
@@ -125,9 +107,7 @@ class SweetSocketServer(SocketServerCore):
     async def async_get_group_alias(
         self, user_id: str, room_id: str, *, bot: str | None = None
     ) -> str | None:
-        result = await self.exec_snippet(
-            GROUP_ALIAS, {"roomId": room_id, "contactId": user_id}, bot=bot
-        )
+        result = await self.exec_snippet(ROOM_ALIAS, {"id": room_id, "contactId": user_id}, bot=bot)
         return None if result is None else str(result)
 
     async def async_set_alias(
@@ -135,7 +115,7 @@ class SweetSocketServer(SocketServerCore):
     ) -> bool:
         return bool(
             await self.exec_snippet(
-                SET_ALIAS, {"contactId": username, "alias": remarkname}, bot=bot
+                CONTACT_ALIAS_SET, {"id": username, "alias": remarkname}, bot=bot
             )
         )
 
@@ -146,7 +126,8 @@ class SweetSocketServer(SocketServerCore):
     async def async_get_room_members(
         self, room_id: str, *, bot: str | None = None
     ) -> list[dict[str, Any]]:
-        return list(await self.exec_snippet(ROOM_MEMBERS, {"roomId": room_id}, bot=bot) or [])
+        members = await self.exec_snippet(ROOM_MEMBER_ALL, {"id": room_id, "name": None}, bot=bot)
+        return list(members or [])
 
     async def async_change_self_signature(self, signature: str, *, bot: str | None = None) -> bool:
         return bool(await self.exec_snippet(SELF_SIGNATURE, {"signature": signature}, bot=bot))

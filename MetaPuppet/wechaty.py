@@ -527,7 +527,7 @@ class Message(_View):
         }
 
 
-_ACCEPT_FRIENDSHIP = """
+FRIENDSHIP_ACCEPT = """
 const friendship = bot.Friendship.load(args.id)
 await friendship.ready()
 await friendship.accept()
@@ -562,7 +562,7 @@ class Friendship(_View):
         return Contact(self.server, self.bot, str(self.payload.get("contactId") or ""), dict(info))
 
     async def accept(self) -> None:
-        await self._exec(_ACCEPT_FRIENDSHIP, {"id": self.id})
+        await self._exec(FRIENDSHIP_ACCEPT, {"id": self.id})
 
     def to_legacy_dict(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import MetaPuppetError, PuppetNotConnected, SnippetError, SnippetTimeout
 from ..protocol import MAX_BOT_NAME_LENGTH, MAX_ID_LENGTH
+from ..wechaty import FRIENDSHIP_ACCEPT as ACCEPT_FRIENDSHIP  # the Friendship view's snippet
 from ..wechaty import FileBox
 from .auth import PERM_ACCEPT, PERM_READ, PERM_SEND
 from .errors import WebError
@@ -58,13 +59,6 @@ const members = await room.memberAll()
 return members.map((c) => ({
   id: c.id, name: c.payload?.name ?? '', alias: c.payload?.alias || null,
 }))
-"""
-
-ACCEPT_FRIENDSHIP: Final = """
-const friendship = bot.Friendship.load(args.id)
-await friendship.ready()
-await friendship.accept()
-return true
 """
 
 Params = Mapping[str, Any]
