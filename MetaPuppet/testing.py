@@ -316,9 +316,8 @@ class MockBot:
         calls = await self.exec("return mock.calls")
         return [c for c in calls if method is None or c.get("method") == method]
 
-    def server_message(self, message_id: str) -> Any:
-        from .wechaty import Message
-
+    def server_message(self, message_id: str) -> Message:
+        """A view of message ``message_id`` on this bot (to recall or forward it, ...)."""
         return Message(self.server, self.name, {"id": message_id})
 
     async def friendship_accepted(self, friendship_id: str) -> bool:
