@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import Config, new_token
-from .errors import MetaPuppetError
-from .protocol import BotEvent
-from .robot import RobotBase
-from .server import SocketServerCore
-from .sweet import SweetSocketServer
-from .wechaty import FileBox, Message
+from ..config import Config, new_token
+from ..errors import MetaPuppetError
+from ..protocol import BotEvent
+from ..robot import RobotBase
+from ..server import SocketServerCore
+from ..sweet import SweetSocketServer
+from ..wechaty import FileBox, Message
 
 DEFAULT_USER_NAME = "MetaPuppet Bot"
 _LIVE_PROCESSES: set[int] = set()
@@ -63,7 +63,7 @@ def find_client_dir() -> Path:
     """Where ``socket_client/`` is: ``$METAPUPPET_CLIENT_DIR`` or beside the package."""
     configured = os.environ.get("METAPUPPET_CLIENT_DIR")
     candidates = [Path(configured)] if configured else []
-    candidates += [Path(__file__).resolve().parent.parent / "socket_client", Path("socket_client")]
+    candidates += [Path(__file__).resolve().parents[2] / "socket_client", Path("socket_client")]
     for candidate in candidates:
         if (candidate / "src" / "main.ts").is_file():
             if not (candidate / "node_modules" / "tsx").is_dir():
