@@ -25,6 +25,10 @@ class PuppetDisconnected(PuppetNotConnected):
     """The puppet disconnected while a call to it was pending."""
 
 
+class AmbiguousBot(MetaPuppetError, ValueError):
+    """Several bots are connected and the call did not say which one to use."""
+
+
 class SnippetError(MetaPuppetError):
     """A snippet failed on the Node side.
 
@@ -76,6 +80,7 @@ class SnippetTimeout(SnippetError, TimeoutError):
 
 
 __all__ = [
+    "AmbiguousBot",
     "ConfigError",
     "MetaPuppetError",
     "ProtocolError",

@@ -138,7 +138,7 @@ async def health(hub: WebHub, request: web.Request) -> web.StreamResponse:
         {
             "status": "ok",
             "version": __version__,
-            "bots": hub.server.bots,
+            "bots": hub.host.bots,
             "uptime_s": round(time.time() - hub.started_at, 3),
             "web_clients": len(hub.sessions),
             "permissions": describe(grant.permissions),
@@ -162,18 +162,18 @@ async def list_bots(hub: WebHub, request: web.Request) -> web.StreamResponse:
 
 async def list_contacts(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, ("bot", "q"))
-    return _json(await run_action(hub.server, "list_contacts", _lookup_params(query)))
+    return _json(await run_action(hub.host, "list_contacts", _lookup_params(query)))
 
 
 async def list_rooms(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, ("bot", "q"))
-    return _json(await run_action(hub.server, "list_rooms", _lookup_params(query)))
+    return _json(await run_action(hub.host, "list_rooms", _lookup_params(query)))
 
 
 async def list_room_members(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, ("bot",))
     params = {"room": request.match_info["room"], **_lookup_params(query)}
-    return _json(await run_action(hub.server, "room_members", params))
+    return _json(await run_action(hub.host, "room_members", params))
 
 
 async def send(hub: WebHub, request: web.Request) -> web.StreamResponse:
@@ -182,7 +182,7 @@ async def send(hub: WebHub, request: web.Request) -> web.StreamResponse:
     has_text, has_file = "text" in body, "file" in body
     if has_text == has_file:
         raise WebError("invalid_request", "give exactly one of 'text' and 'file'")
-    return _json(await run_action(hub.server, "send_text" if has_text else "send_file", body))
+    return _json(await run_action(hub.host, "send_text" if has_text else "send_file", body))
 
 
 async def accept_friendship(hub: WebHub, request: web.Request) -> web.StreamResponse:
@@ -191,14 +191,14 @@ async def accept_friendship(hub: WebHub, request: web.Request) -> web.StreamResp
     params = {**body, "id": request.match_info["friendship"]}
     if set(body) - {"bot"}:
         raise WebError("invalid_request", "the body may only hold 'bot'")
-    return _json(await run_action(hub.server, "accept_friendship", params))
+    return _json(await run_action(hub.host, "accept_friendship", params))
 
 
 async def list_clients(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, ("all",))
     if query.get("all", "0") not in ("0", "1"):
         raise WebError("invalid_request", "'all' must be 0 or 1")
-    return _json({"clients": hub.server.list_clients(only_online=query.get("all") != "1")})
+    return _json({"clients": hub.host.list_clients(only_online=query.get("all") != "1")})
 
 
 async def list_dialogs(hub: WebHub, request: web.Request) -> web.StreamResponse:
@@ -475,14 +475,14 @@ def _middleware(hub: WebHub) -> Any:
                 scheme, _, token = header.partition(" ")
                 grant = hub.authenticate(token.strip()) if scheme.lower() == "bearer" else None
                 if grant is None and header:
-                    delay = hub.server._auth_failed(request.remote)
+                    delay = hub.auth_failed(request.remote)
                     if delay:
                         await asyncio.sleep(delay)
                 request[GRANT] = grant
                 return await handler(request)
             grant = hub.authenticate(_bearer(request))
             if grant is None:
-                delay = hub.server._auth_failed(request.remote)
+                delay = hub.auth_failed(request.remote)
                 log.warning("refused an API call from %s: invalid token", request.remote)
                 if delay:
                     await asyncio.sleep(delay)
