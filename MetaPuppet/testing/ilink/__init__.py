@@ -122,6 +122,37 @@ the CDN, the JSON kinds give a 200 without ``x-encrypted-param`` (upload) or 32 
 (download). Hostile messages (``user.send_hostile(kind)``): ``many_items`` (10,000 items),
 ``bad_media_key``, ``garbage_media_key``, ``wrong_types``, ``missing_fields``.
 
+Where the sources disagree (the default first; the other reading is a setting)
+==============================================================================
+- -14 shape: ``errcode`` only (types.ts and probes of the real service); ``expired_shape``.
+- sendmessage success: ``{}`` (QwenPaw PR #3685) vs ``{"ret": 0}`` (openclaw-weixin #278);
+  ``send_ok_body``. A client must treat a missing ``ret`` as 0 and any other ``ret`` or
+  ``errcode`` as a failure.
+- Budget: per user message / context_token (#81) vs per user (the quoted rule);
+  ``BudgetRules.scope``. Window 24 h from the message's ``create_time_ms`` (#156, #204);
+  ``window_s`` for the shorter windows users report (#225, #286, #309).
+- No context_token: refused with ``ret -2`` (#216) vs silently dropped (PR #247);
+  ``missing_token``.
+- get_bot_qrcode: GET (older official, CowAgent) and POST with ``local_token_list`` (newer
+  official) are both served. Uploads: POST (official, CowAgent; the README says PUT).
+- getuploadurl: ``upload_param`` (CowAgent builds the URL) and ``upload_full_url`` (newer
+  official) both given; ``upload_url_style``. Inbound media carry ``full_url`` (newer
+  official) and ``encrypt_query_param``; ``media_full_url``.
+- ``get_updates_buf=""``: not documented; ``empty_cursor`` (default ``unacked``).
+- Header / ``base_info`` checks are stricter than the real service (``strict``,
+  ``require_base_info``), so a client that passes here sends what the official one sends.
+
+Python control API
+==================
+Synchronous methods, to be called on the simulator's event loop (the test's own loop):
+``create_user(name) -> WeChatUser`` (``.scan()``, ``.send_text/_image/_voice/_file/_video/
+_quote/_items/_hostile(...) -> InboundMessage``, ``.sent()``, ``await .wait_sent(n)``,
+``.typing()``), ``scan``, ``confirm``, ``set_qr_state``, ``expire_session``, ``sent_to``,
+``typing_events``, ``is_typing``, ``refused``, ``notifications``, ``violations``,
+``add_fault`` / ``clear_faults``, ``request_count`` / ``reset_counts``, ``set_budget``,
+``configure`` (any :class:`SimSettings` field), ``advance_clock``; coroutines ``wait_qr``,
+``login``, ``wait_sent``, ``wait_for``.
+
 HTTP control API (``control_url`` = ``<base_url>/_sim``)
 =========================================================
 Every call needs ``Authorization: Bearer <control_token>`` (else 401). Bodies and answers are

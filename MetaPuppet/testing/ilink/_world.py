@@ -242,7 +242,12 @@ class World:
                 raise SimulatorError(f"no QR code {qrcode!r} was issued")
             return found
         for qr in reversed(self.qrcodes.values()):
-            if self.qr_status(qr) not in ("confirmed", "expired", "binded_redirect"):
+            if self.qr_status(qr) not in (
+                "confirmed",
+                "expired",
+                "binded_redirect",
+                "verify_code_blocked",
+            ):
                 return qr
         raise SimulatorError("no open QR code: the client has not called get_bot_qrcode")
 
