@@ -25,15 +25,6 @@ log = logging.getLogger("MetaPuppet.testing.ilink")
 JSON = dict[str, Any]
 Produce = Callable[[web.Request], Awaitable[JSON | web.StreamResponse]]
 HUGE_CURSOR_BYTES = 10 * 1024 * 1024
-POST_ENDPOINTS = (
-    "getupdates",
-    "sendmessage",
-    "getuploadurl",
-    "getconfig",
-    "sendtyping",
-    "msg/notifystart",
-    "msg/notifystop",
-)
 
 
 def _json(obj: JSON, status: int = 200) -> web.Response:
@@ -287,7 +278,7 @@ class ApiRoutes:
         return self.world.send(account, body)
 
     async def _getuploadurl(self, request: web.Request, account: BotAccount, body: JSON) -> JSON:
-        return self.world.register_upload(account, body)
+        return self.world.cdn.register_upload(account.bot_id, body)
 
     async def _getconfig(self, request: web.Request, account: BotAccount, body: JSON) -> JSON:
         return self.world.typing_ticket(account, body.get("ilink_user_id"))
@@ -317,14 +308,14 @@ class ApiRoutes:
             return web.Response(status=413, headers={"x-error-message": "file too large"})
         param = request.query.get("encrypted_query_param", "")
         filekey = request.query.get("filekey", "")
-        download, problem = world.accept_upload(param, filekey, body)
+        download, problem = world.cdn.accept_upload(param, filekey, body)
         if download is None:
             world.violation(f"cdn upload refused: {problem}")
             return web.Response(status=400, headers={"x-error-message": problem})
         return web.Response(status=200, headers={"x-encrypted-param": download})
 
     async def _cdn_download(self, request: web.Request) -> web.StreamResponse:
-        ciphertext = self.world.blob(request.query.get("encrypted_query_param", ""))
+        ciphertext = self.world.cdn.blob(request.query.get("encrypted_query_param", ""))
         if ciphertext is None:
             return web.Response(status=404, headers={"x-error-message": "no such file"})
         return web.Response(body=ciphertext, content_type="application/octet-stream")
