@@ -7,6 +7,13 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+__all__ = [
+    "LoopThread",
+    "call_sync",
+    "on_loop",
+    "running_loop",
+]
+
 T = TypeVar("T")
 
 

@@ -21,6 +21,16 @@ from .protocol import BotEvent
 from .robot import RobotBase
 from .server import SocketServerCore
 
+__all__ = [
+    "build_parser",
+    "cmd_client",
+    "cmd_demo",
+    "cmd_doctor",
+    "cmd_init",
+    "cmd_serve",
+    "main",
+]
+
 
 def _load_robot(spec: str) -> RobotBase:
     module_name, _, class_name = spec.partition(":")

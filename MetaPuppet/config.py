@@ -17,6 +17,16 @@ from typing import Any
 
 from .errors import ConfigError
 
+__all__ = [
+    "DEFAULTS",
+    "ENV_OVERRIDES",
+    "MIN_EXPOSED_TOKEN_LENGTH",
+    "Config",
+    "load_config",
+    "new_token",
+    "write_config",
+]
+
 DEFAULTS: dict[str, Any] = {
     "server": {
         "host": "127.0.0.1",

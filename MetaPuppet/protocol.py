@@ -12,6 +12,32 @@ from typing import Any, Final, Literal
 
 from .errors import ProtocolError, SnippetError
 
+__all__ = [
+    "BOT_EVENTS",
+    "CONTROL_ACTIONS",
+    "EVENT_ACK_DROP_KINDS",
+    "EV_CONTROL",
+    "EV_ECHO",
+    "EV_EVENT",
+    "EV_EXEC",
+    "EV_MESSAGE",
+    "MAX_BOT_NAME_LENGTH",
+    "MAX_ID_LENGTH",
+    "PROTOCOL_VERSION",
+    "ROLES",
+    "ROLE_PUPPET",
+    "ROLE_WEB",
+    "Auth",
+    "BotEvent",
+    "Role",
+    "error_ack",
+    "exec_request",
+    "ok",
+    "parse_auth",
+    "parse_event",
+    "unwrap_exec_response",
+]
+
 PROTOCOL_VERSION: Final = 1
 
 ROLE_PUPPET: Final = "puppet"

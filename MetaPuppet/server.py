@@ -19,13 +19,11 @@ import asyncio
 import inspect
 import logging
 import os
-import random
 import re
 import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable
-from concurrent.futures import Future as ConcurrentFuture
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +35,7 @@ from ._sync import HandlerPool, sync_twin
 from .client import PuppetClient
 from .config import Config, load_config
 from .errors import AmbiguousBot, ConfigError, MetaPuppetError
+from .original import OriginalAPI
 from .pipeline import EventPipeline, write_json
 from .presence import ClientInfo, Presence
 from .protocol import BotEvent
@@ -50,6 +49,7 @@ from .transport import (
 )
 from .types import Contacts, ContactSelf, Rooms
 from .web import WebHub
+from .web.api import install as install_api
 
 __all__ = ["AmbiguousBot", "PuppetLink", "SocketServerCore"]
 
@@ -57,7 +57,7 @@ log = logging.getLogger("MetaPuppet.server")
 T = TypeVar("T")
 
 
-class SocketServerCore:
+class SocketServerCore(OriginalAPI):
     """The MetaPuppet server.
 
     ``robot`` receives the events; ``num_async_threads`` sizes the thread pool for
@@ -148,7 +148,8 @@ class SocketServerCore:
         #: dialogs in progress for the dashboard: a callable returning a list (docs/web.md)
         self.dialog_provider: Callable[[], Any] | None = None
         #: web clients: subscriptions, typed actions, the dashboard and the REST API
-        self.web = WebHub(self, self.transport, self.app)
+        self.web = WebHub(self, self.transport)
+        install_api(self.web, self.app)
 
         self._shutdown_hooks: list[Callable[[], Any]] = []
         self._previous_signal_handlers: dict[int, Any] = {}
@@ -371,14 +372,6 @@ class SocketServerCore:
             user_loop.stop()
         self._user_loops.clear()
 
-    def run_coroutine_in_random_thread(self, coro: Coroutine[Any, Any, T]) -> ConcurrentFuture[T]:
-        """Run ``coro`` on one of ``num_async_threads`` background loops (the original's API)."""
-        if not self._user_loops:
-            self._user_loops = [
-                LoopThread(f"metapuppet-user-{i}") for i in range(self.num_async_threads)
-            ]
-        return random.choice(self._user_loops).submit(coro)  # type: ignore[no-any-return]
-
     # ------------------------------------------------------------------ puppets
 
     def attach_puppet(self, link: PuppetLink) -> None:
@@ -471,65 +464,6 @@ class SocketServerCore:
         """Call a user handler: coroutines on the loop, plain functions in the thread pool."""
         return await self.pool.call(handler, *args)
 
-    # the original project's names --------------------------------------------------
-
-    async def async_exec_wx_function(
-        self, ts_code: str, need_return: bool = False, *, bot: str | None = None
-    ) -> Any:
-        """Run ``ts_code`` as the body of an async function (the original's API)."""
-        result = await self.exec_snippet(ts_code, bot=bot)
-        return result if need_return else None
-
-    exec_wx_function = sync_twin(async_exec_wx_function)
-
-    async def async_exec_one_wx_function(
-        self,
-        func_name: str,
-        func_paras: Iterable[Any] = (),
-        need_return: bool = False,
-        *,
-        bot: str | None = None,
-    ) -> Any:
-        """Call one function, e.g. ``bot.Contact.findAll``, with ``func_paras`` as arguments.
-
-        ``func_name`` must be a dotted name starting at ``bot`` or ``FileBox``; it is resolved
-        on the Node side, and the parameters travel as data.
-        """
-        result = await self.client.call_function(func_name, func_paras, bot=bot)
-        return result if need_return else None
-
-    exec_one_wx_function = sync_twin(async_exec_one_wx_function)
-
-    async def async_send_message_to_client(
-        self, message: Any, sid: str | None = None, room_name: str | None = None
-    ) -> None:
-        """Emit the original ``message`` envelope to a web client (``sid``) or a room."""
-        if sid is None and room_name is None:
-            raise ValueError("sid and room_name cannot both be None")
-        envelope: dict[str, Any] = {"sender": "server", "status": "NORMAL"}
-        if isinstance(message, str):
-            envelope["text"] = message
-        elif isinstance(message, dict):
-            envelope.update(message)
-        else:
-            envelope["status"] = "ERROR"
-        await self.transport.emit(protocol.EV_MESSAGE, envelope, to=sid or room_name)
-
-    def send_message_to_client(
-        self, message: Any, sid: str | None = None, room_name: str | None = None
-    ) -> ConcurrentFuture[None]:
-        """Emit the original envelope to a web client (``sid``) or a room.
-
-        Unlike the other blocking twins this does not wait: it returns a
-        :class:`concurrent.futures.Future`, so the original's handlers, which call it from
-        the server loop, keep working. Call ``.result()`` on it from a thread to wait.
-        """
-        if self._loop is None:
-            raise RuntimeError("send_message_to_client(): the server is not running")
-        return asyncio.run_coroutine_threadsafe(
-            self.async_send_message_to_client(message, sid, room_name), self._loop
-        )
-
     # ------------------------------------------------------------------ web clients
 
     async def emit_to_web(
@@ -543,21 +477,6 @@ class SocketServerCore:
     def on_web_message(self, type: str | None = None) -> Callable[[Any], Any]:  # noqa: A002
         """Decorator: handle web clients' ``message`` envelopes of ``type`` (see docs/web.md)."""
         return self.web.on_web_message(type)
-
-    def add_room(self, sender: str, room_name: str) -> None:
-        self.rooms["all_rooms"].add(room_name)
-        self.rooms[sender] = room_name
-
-    async def process_socket_message(self, sid: str, message: dict[str, Any]) -> None:
-        """A ``SOCKET_INFO`` envelope from a web client; ``CONNECTED`` joins a room."""
-        sender = message["sender"]
-        room_name = self.wx_room if sender.startswith("wx_") else sender
-        if message.get("text") == "CONNECTED":
-            await self.sio.enter_room(sid, room_name)
-            self.add_room(sender=sender, room_name=room_name)
-
-    async def process_custom_message(self, sid: str, message: dict[str, Any]) -> None:
-        """Any other envelope from a web client; override to handle it."""
 
     # ------------------------------------------------------------------ events
 

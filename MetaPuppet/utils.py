@@ -9,6 +9,12 @@ from typing import Any
 
 from ._loop import LoopThread
 
+__all__ = [
+    "new_loop_thread",
+    "run_coroutine_in_new_thread",
+    "set_attributes",
+]
+
 
 def run_coroutine_in_new_thread(coro: Coroutine[Any, Any, Any]) -> threading.Thread:
     """Run ``coro`` to completion on a fresh event loop in a new thread; returns the thread."""

@@ -42,6 +42,20 @@ from ..server import SocketServerCore
 from ..sweet import SweetSocketServer
 from ..types import FileBox, Message
 
+__all__ = [
+    "DEFAULT_USER_NAME",
+    "MockBot",
+    "MockContact",
+    "MockRoom",
+    "MockWechat",
+    "NodeClient",
+    "NodeClientError",
+    "SentMessage",
+    "find_client_dir",
+    "mock_wechat",
+    "node_command",
+]
+
 DEFAULT_USER_NAME = "MetaPuppet Bot"
 _LIVE_PROCESSES: set[int] = set()
 

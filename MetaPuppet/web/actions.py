@@ -28,6 +28,30 @@ from ..types import FileBox
 from .errors import WebError
 from .host import WebHost
 
+__all__ = [
+    "ACTIONS",
+    "MAX_FILE_NAME_LENGTH",
+    "MAX_QUERY_LENGTH",
+    "MAX_TEXT_LENGTH",
+    "Action",
+    "Params",
+    "accept_friendship",
+    "bot_field",
+    "check_fields",
+    "file_field",
+    "kind_field",
+    "list_contacts",
+    "list_rooms",
+    "room_members",
+    "run_action",
+    "search",
+    "send",
+    "send_file",
+    "send_text",
+    "string_field",
+    "translate",
+]
+
 log = logging.getLogger("MetaPuppet.web")
 
 MAX_TEXT_LENGTH: Final = 20_000

@@ -17,8 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,9 +28,35 @@ from .auth import PERM_ACCEPT, PERM_READ, PERM_SEND, describe
 from .errors import WebError
 from .filters import EventFilter
 from .openapi import build
+from .routes import Handler, Route
 
 if TYPE_CHECKING:
     from .hub import WebHub
+
+__all__ = [
+    "AUTH_ERRORS",
+    "BOT_ERRORS",
+    "CONTENT_SECURITY_POLICY",
+    "GRANT",
+    "KEEPALIVE_S",
+    "ROUTES",
+    "STATIC_DIR",
+    "accept_friendship",
+    "error_response",
+    "health",
+    "install",
+    "list_bots",
+    "list_clients",
+    "list_contacts",
+    "list_dialogs",
+    "list_events",
+    "list_room_members",
+    "list_rooms",
+    "openapi",
+    "send",
+    "session",
+    "stream_events",
+]
 
 log = logging.getLogger("MetaPuppet.web")
 
@@ -45,30 +70,6 @@ CONTENT_SECURITY_POLICY: Final = (
 GRANT: Final[Any] = web.RequestKey("grant", object) if hasattr(web, "RequestKey") else "grant"
 AUTH_ERRORS: Final = ("auth_required", "invalid_token")
 BOT_ERRORS: Final = ("bot_required", "bot_error", "bot_not_connected", "bot_timeout")
-
-Handler = Callable[["WebHub", web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class Route:
-    """One API route: what the server registers and what the OpenAPI document says."""
-
-    method: str
-    path: str  # under /api
-    operation_id: str
-    summary: str
-    tag: str
-    permission: str | None
-    handler: Handler
-    query: tuple[str, ...] = ()
-    request_schema: str | None = None
-    response_schema: Mapping[str, Any] | None = None
-    media_type: str | None = "application/json"
-    errors: tuple[str, ...] = ()
-
-    @property
-    def path_params(self) -> list[str]:
-        return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

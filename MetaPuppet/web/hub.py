@@ -31,8 +31,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
-from aiohttp import web
-
 from ..presence import ClientInfo
 from ..protocol import ROLE_WEB, BotEvent
 from ..transport.auth import PERM_READ, Grant
@@ -41,6 +39,24 @@ from .actions import ACTIONS, run_action
 from .errors import WebError
 from .filters import EventFilter
 from .host import WebHost
+
+__all__ = [
+    "DEFAULT_FLUSH_MS",
+    "EV_ACTION",
+    "EV_EVENTS",
+    "EV_SUBSCRIBE",
+    "EV_UNSUBSCRIBE",
+    "FEED_SIZE",
+    "MAX_SUBSCRIPTIONS",
+    "RESERVED_EVENTS",
+    "STREAM_QUEUE",
+    "BotState",
+    "Handler",
+    "LiveStream",
+    "WebHub",
+    "WebSession",
+    "qr_data_uri",
+]
 
 log = logging.getLogger("MetaPuppet.web")
 
@@ -118,7 +134,7 @@ class WebHub:
     ``server.on_web_message`` and ``server.emit_to_web``.
     """
 
-    def __init__(self, host: WebHost, transport: SocketTransport, app: web.Application) -> None:
+    def __init__(self, host: WebHost, transport: SocketTransport) -> None:
         self.host = host
         self.transport = transport
         section = host.config.raw.get("web") or {}
@@ -140,10 +156,6 @@ class WebHub:
         transport.on(EV_UNSUBSCRIBE, self._on_unsubscribe)
         transport.on(EV_ACTION, self._on_action)
         host.add_event_listener(self._on_bot_event)
-
-        from .api import install
-
-        self.api_app = install(self, app)
 
     @property
     def direct_frames(self) -> int:

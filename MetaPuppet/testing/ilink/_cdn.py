@@ -87,7 +87,7 @@ class Cdn:
         elif key_form == "hex" and kind == "image":
             hex_key = key.hex()
         elif key_form in _crypto.KEY_FORMS:
-            media["aes_key"] = _crypto.present_key(key, key_form)  # type: ignore[arg-type]
+            media["aes_key"] = _crypto.present_key(key, key_form)
         elif key_form == "wrong":
             media["aes_key"] = _crypto.present_key(_wrong_key(ciphertext), "base64_hex")
         elif key_form == "garbage":
@@ -275,3 +275,28 @@ def _wrong_key(ciphertext: bytes) -> bytes:
             _crypto.decrypt(ciphertext, key)
         except _crypto.MediaKeyError:
             return key
+
+
+def item_problems(items: list[Any]) -> list[str]:
+    """What is wrong with a sent ``item_list``, one line per problem."""
+    problems = []
+    for index, item in enumerate(items):
+        where = f"msg.item_list[{index}]"
+        if not isinstance(item, dict) or item.get("type") not in ITEM_KINDS:
+            problems.append(f"{where}.type must be 1 to 5")
+            continue
+        sub = item.get(ITEM_FIELDS[item["type"]])
+        if not isinstance(sub, dict):
+            problems.append(f"{where}.{ITEM_FIELDS[item['type']]} must be an object")
+        elif item["type"] == 1:
+            if not isinstance(sub.get("text"), str):
+                problems.append(f"{where}.text_item.text must be a string")
+        elif not isinstance(sub.get("media"), dict):
+            problems.append(f"{where}.{ITEM_FIELDS[item['type']]}.media must be an object")
+    return problems
+
+
+def item_summary(item: dict[str, Any]) -> str:
+    """The short text a quote shows of ``item``."""
+    text = (item.get("text_item") or {}).get("text")
+    return text[:40] if isinstance(text, str) else ITEM_KINDS.get(item.get("type", 0), "message")

@@ -20,10 +20,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ._budget import BudgetRules, SendBudget
-from ._cdn import ITEM_FIELDS, ITEM_KINDS, Cdn, is_int
+from ._cdn import Cdn, is_int, item_problems, item_summary
 from ._clock import Clock
+from ._hostile import deliver_hostile
 from ._model import (
-    HOSTILE_KINDS,
     QR_STATUSES,
     BotAccount,
     Fault,
@@ -424,37 +424,14 @@ class World:
             ref = {"message_item": self.text_item(quoted.text)}
         else:
             ref = {"message_item": self.text_item(quoted)}
-        ref["title"] = title if title is not None else _summary(ref["message_item"])
+        ref["title"] = title if title is not None else item_summary(ref["message_item"])
         item = self.text_item(text)
         item["ref_msg"] = ref
         return item
 
     def hostile(self, user: SimUser | str, kind: str, bot_id: str | None = None) -> InboundMessage:
         """A message built to break a careless client; see ``HOSTILE_KINDS``."""
-        if kind == "many_items":
-            return self.deliver(user, [self.text_item(f"item {i}") for i in range(10_000)], bot_id)
-        if kind == "bad_media_key":
-            return self.deliver(user, [self.media_item("image", os.urandom(256), "wrong")], bot_id)
-        if kind == "garbage_media_key":
-            return self.deliver(user, [self.media_item("file", b"x" * 100, "garbage")], bot_id)
-        account = self.account(bot_id)
-        sender = self.user(user)
-        if kind == "wrong_types":
-            raw: JSON = {
-                "seq": "seven",
-                "message_id": "not-a-number",
-                "from_user_id": 12345,
-                "to_user_id": ["nope"],
-                "create_time_ms": "yesterday",
-                "message_type": "1",
-                "item_list": {"type": 1, "text_item": "oops"},
-                "context_token": 42,
-            }
-        elif kind == "missing_fields":
-            raw = {"seq": account.next_seq}
-        else:
-            raise SimulatorError(f"unknown hostile kind {kind!r}; use one of {HOSTILE_KINDS}")
-        return self.deliver(sender, [], bot_id, payload_override=raw)
+        return deliver_hostile(self, user, kind, bot_id)
 
     # --- getupdates cursors --------------------------------------------------------------
 
@@ -518,7 +495,7 @@ class World:
         if not isinstance(items, list) or not items:
             problems.append("msg.item_list must be a non-empty list")
         else:
-            problems.extend(_item_problems(items))
+            problems.extend(item_problems(items))
         token = msg.get("context_token")
         if token is not None and not isinstance(token, str):
             problems.append("msg.context_token must be a string")
@@ -605,26 +582,3 @@ class World:
     def all_sent(self) -> Iterable[SentMessage]:
         for messages in self._sent.values():
             yield from messages
-
-
-def _item_problems(items: list[Any]) -> list[str]:
-    problems = []
-    for index, item in enumerate(items):
-        where = f"msg.item_list[{index}]"
-        if not isinstance(item, dict) or item.get("type") not in ITEM_KINDS:
-            problems.append(f"{where}.type must be 1 to 5")
-            continue
-        sub = item.get(ITEM_FIELDS[item["type"]])
-        if not isinstance(sub, dict):
-            problems.append(f"{where}.{ITEM_FIELDS[item['type']]} must be an object")
-        elif item["type"] == 1:
-            if not isinstance(sub.get("text"), str):
-                problems.append(f"{where}.text_item.text must be a string")
-        elif not isinstance(sub.get("media"), dict):
-            problems.append(f"{where}.{ITEM_FIELDS[item['type']]}.media must be an object")
-    return problems
-
-
-def _summary(item: JSON) -> str:
-    text = (item.get("text_item") or {}).get("text")
-    return text[:40] if isinstance(text, str) else ITEM_KINDS.get(item.get("type", 0), "message")
