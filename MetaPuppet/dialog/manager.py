@@ -289,8 +289,10 @@ class DialogManager:
             log.exception("ending a timed-out dialog of %s failed", key.user)
 
     async def aclose(self) -> None:
-        """Cancel pending timeout timers (the dialogs stay in the store)."""
+        """Cancel pending timeout timers (the dialogs stay in the store); this process no
+        longer waits on any of them."""
         for key in list(self._timers):
             self._cancel_timer(key)
+        self._waiting.clear()
         for task in list(self._tasks):
             task.cancel()
