@@ -16,13 +16,13 @@ import asyncio
 import inspect
 import json
 import logging
-import os
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final
 
 from . import protocol
+from ._files import write_json
 from ._sync import HandlerPool
 from .client import PuppetClient
 from .dispatch.host import DispatchHost
@@ -31,7 +31,7 @@ from .presence import ClientInfo, Presence
 from .protocol import BotEvent
 from .types import ROUTED_EVENTS, Message, chat_of
 
-__all__ = ["SEEN_EVENT_IDS", "EventPipeline", "write_json"]
+__all__ = ["SEEN_EVENT_IDS", "EventPipeline"]
 
 log = logging.getLogger("MetaPuppet.server")
 
@@ -181,6 +181,7 @@ class EventPipeline:
         if not self._remember(event.id):
             log.debug("dropped duplicate event %s", event.id)
             return None
+        self.api.note_event(event)
         for listener in list(self._listeners):
             try:
                 result = listener(event)
@@ -248,7 +249,10 @@ class EventPipeline:
                 reply = await self.pool.call(getattr(robot, kind.hook), view)
             target = kind.reply_to(view)
             if target is not None:
-                await self.api.send_reply(reply, to=target[0], bot=event.bot, room=target[1])
+                answers = view.id if isinstance(view, Message) else None
+                await self.api.send_reply(
+                    reply, to=target[0], bot=event.bot, room=target[1], reply_to=answers
+                )
         except Exception as exc:
             log.exception("handling %s event %s of bot %r failed", event.name, event.id, event.bot)
             try:
@@ -350,11 +354,3 @@ class EventPipeline:
         tasks.add(task)
         task.add_done_callback(tasks.discard)
         return task
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    os.replace(temporary, path)

@@ -30,15 +30,16 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from . import protocol, snippets
+from ._files import write_json
 from ._loop import LoopThread, on_loop, running_loop
 from ._sync import HandlerPool, sync_twin
 from .client import PuppetClient
 from .config import Config, load_config
 from .errors import AmbiguousBot, ConfigError, MetaPuppetError
 from .original import OriginalAPI
-from .pipeline import EventPipeline, write_json
+from .pipeline import EventPipeline
 from .presence import ClientInfo, Presence
-from .protocol import BotEvent
+from .protocol import BotEvent, Capabilities
 from .ratelimit import RateLimiter
 from .transport import (
     WEB_ROOM,
@@ -268,6 +269,8 @@ class SocketServerCore(OriginalAPI):
         port = self.port if port is None else port
         self.authenticator.check_bind(host)
         self._loop = self.client.loop = asyncio.get_running_loop()
+        if self.data_dir is not None:
+            self.client.budgets.path = self.data_dir / "send-budgets.json"
         self.pipeline.start()
         self.transport.accepting = True
         # open websockets would hold a graceful shutdown for a minute; clients reconnect
@@ -448,17 +451,37 @@ class SocketServerCore(OriginalAPI):
         bot: str | None = None,
         room: bool | None = None,
         mentions: Iterable[Any] = (),
+        reply_to: str | None = None,
     ) -> str | None:
-        """Send one thing (text, FileBox, UrlLink, ...) to a contact or room; returns its id."""
+        """Send one thing (text, FileBox, UrlLink, ...) to a contact or room; returns its id.
+
+        Raises :class:`NotSupported` or :class:`SendWindowClosed` at once when the bot's
+        channel cannot send it now (see :meth:`capabilities`, :meth:`send_budget`).
+        """
         return await self.client.say(
-            conversation_id, something, bot=bot, room=room, mentions=mentions
+            conversation_id, something, bot=bot, room=room, mentions=mentions, reply_to=reply_to
         )
 
     say_sync = sync_twin(say)
 
-    async def send_reply(self, reply: Any, *, to: str, bot: str | None, room: bool) -> None:
+    async def typing(self, conversation_id: Any, on: bool, *, bot: str | None = None) -> bool:
+        """Show or stop "typing..." in a chat; False on channels without it."""
+        return await self.client.typing(conversation_id, on, bot=bot)
+
+    def capabilities(self, bot: str | None = None) -> Capabilities:
+        """What the channel of ``bot`` can do (rooms, friendships, files, a send budget ...)."""
+        return self.client.capabilities(bot)
+
+    def send_budget(self, bot: str | None, contact: Any) -> dict[str, Any] | None:
+        """What may be sent to ``contact`` now on a channel with a send budget (None: no
+        budget): ``open``, ``remaining``, ``closes_at``, ``reason``."""
+        return self.client.send_budget(bot, contact)
+
+    async def send_reply(
+        self, reply: Any, *, to: str, bot: str | None, room: bool, reply_to: str | None = None
+    ) -> None:
         """Send whatever a robot hook returned (str, FileBox, legacy dict, list, ...)."""
-        await self.client.send_reply(reply, to=to, bot=bot, room=room)
+        await self.client.send_reply(reply, to=to, bot=bot, room=room, reply_to=reply_to)
 
     async def call_handler(self, handler: Callable[..., Any], *args: Any) -> Any:
         """Call a user handler: coroutines on the loop, plain functions in the thread pool."""

@@ -7,7 +7,7 @@ formatted into a snippet, so nothing a chat contact or a web client sends become
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 __all__ = [
     "ACCEPT_FRIENDSHIP_JSON",
@@ -45,6 +45,8 @@ __all__ = [
     "SELF_NAME",
     "SELF_SIGNATURE",
     "SNAPSHOT",
+    "TYPING",
+    "required_capability",
 ]
 
 # ---------------------------------------------------------------------------- sending
@@ -67,19 +69,27 @@ switch (s.type) {
   }
   default: throw new Error(`cannot say a sayable of type ${s.type}`)
 }
-let sent
-if (args.kind === 'room' && s.type === 'text' && args.mentions.length > 0) {
-  const mentions = []
+const mentions = []
+if (args.kind === 'room' && s.type === 'text') {
   for (const id of args.mentions) {
     const contact = bot.Contact.load(id)
     await contact.ready()
     mentions.push(contact)
   }
-  sent = await conversation.say(thing, ...mentions)
-} else {
-  sent = await conversation.say(thing)
 }
+const send = () => conversation.say(thing, ...mentions)
+// a channel with per-message send windows (ilink) answers with that message's context
+const inContext = bot.puppet.metapuppetWithContext
+const sent = args.replyTo && typeof inContext === 'function'
+  ? await inContext.call(bot.puppet, args.replyTo, send)
+  : await send()
 return sent ? sent.id : null
+"""
+
+TYPING: Final = """
+const typing = bot.puppet.metapuppetTyping
+if (typeof typing !== 'function') return false
+return await typing.call(bot.puppet, args.to, args.on)
 """
 
 CALL_FUNCTION: Final = """
@@ -238,3 +248,52 @@ return members.map((c) => ({
   id: c.id, name: c.payload?.name ?? '', alias: c.payload?.alias || null,
 }))
 """
+
+
+# ---------------------------------------------------------------------------- capabilities
+
+_REQUIRES: Final[dict[str, str]] = {
+    **{
+        code: "rooms"
+        for code in (
+            ROOM_RELOAD,
+            ROOM_TOPIC_GET,
+            ROOM_TOPIC_SET,
+            ROOM_MEMBER_ALL,
+            ROOM_MEMBER,
+            ROOM_HAS,
+            ROOM_ADD,
+            ROOM_REMOVE,
+            ROOM_QUIT,
+            ROOM_ALIAS,
+            ROOM_OWNER,
+            ROOM_ANNOUNCE_GET,
+            ROOM_ANNOUNCE_SET,
+            ROOM_INVITATION_ACCEPT,
+            LIST_ROOMS,
+            ROOM_MEMBERS,
+        )
+    },
+    FRIENDSHIP_ACCEPT: "friendships",
+    ACCEPT_FRIENDSHIP_JSON: "friendships",
+    LIST_CONTACTS: "contact_list",
+    SNAPSHOT: "contact_list",
+    MESSAGE_RECALL: "recall",
+    MESSAGE_URL_LINK: "url_links",
+    CONTACT_ALIAS_GET: "alias",
+    CONTACT_ALIAS_SET: "alias",
+    TYPING: "typing",
+}
+
+
+def required_capability(code: str, args: Any) -> str | None:
+    """The channel capability (``rooms``, ``contact_list`` ...) that running ``code`` with
+    ``args`` needs, or None. User snippets need none that MetaPuppet knows of."""
+    needed = _REQUIRES.get(code)
+    if needed is not None:
+        return needed
+    if code in (FIND, LOAD) and isinstance(args, dict):
+        if args.get("rooms"):
+            return "rooms"
+        return "contact_list" if code == FIND else None
+    return None

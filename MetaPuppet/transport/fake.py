@@ -14,6 +14,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from ..protocol import Capabilities
 from .link import PuppetLink
 
 __all__ = ["FakePuppetLink"]
@@ -23,10 +24,19 @@ Answer = Callable[[str, Any], Any]
 
 class FakePuppetLink(PuppetLink):
     """Records every call and answers it with ``answer(event, data)`` (sync or async);
-    by default every call succeeds with ``None``."""
+    by default every call succeeds with ``None``. ``capabilities`` stands for what the
+    puppet would report (default: a channel that can do everything but typing)."""
 
-    def __init__(self, bot: str = "fake", answer: Answer | None = None) -> None:
+    def __init__(
+        self,
+        bot: str = "fake",
+        answer: Answer | None = None,
+        *,
+        capabilities: Capabilities | None = None,
+    ) -> None:
         self.bot = bot
+        if capabilities is not None:
+            self.capabilities = capabilities
         self.calls: list[tuple[str, Any]] = []
         self.answer: Answer = answer or (lambda event, data: {"ok": True, "result": None})
         self.closed: str | None = None

@@ -5,6 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from ..protocol import Capabilities
+
 __all__ = ["PuppetLink"]
 
 
@@ -16,6 +18,8 @@ class PuppetLink(ABC):
     """
 
     bot: str
+    #: what the bot's channel can do, as its puppet reported it
+    capabilities: Capabilities = Capabilities()
 
     @abstractmethod
     async def call(self, event: str, data: Any, timeout: float) -> Any:

@@ -7,6 +7,7 @@ import logging
 import time
 
 from ..errors import AmbiguousBot, PuppetNotConnected
+from ..protocol import Capabilities
 from .link import PuppetLink
 
 __all__ = ["PuppetRegistry"]
@@ -26,6 +27,8 @@ class PuppetRegistry:
         self._links: dict[str, PuppetLink] = {}
         self._known: set[str] = set()
         self._waiters: list[asyncio.Future[None]] = []
+        #: the last capabilities each bot reported (kept while it reconnects)
+        self._capabilities: dict[str, Capabilities] = {}
 
     @property
     def bots(self) -> list[str]:
@@ -48,11 +51,23 @@ class PuppetRegistry:
             old.close("replaced by a newer connection")
         self._links[link.bot] = link
         self._known.add(link.bot)
+        self._capabilities[link.bot] = link.capabilities
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
         return old
+
+    def capabilities(self, bot: str) -> Capabilities:
+        """What ``bot``'s channel can do (the last report, also while it reconnects)."""
+        return self._capabilities.get(bot) or Capabilities()
+
+    def update_capabilities(self, bot: str, capabilities: Capabilities) -> None:
+        """A puppet reported its capabilities again (at login)."""
+        self._capabilities[bot] = capabilities
+        link = self._links.get(bot)
+        if link is not None:
+            link.capabilities = capabilities
 
     def detach(self, link: PuppetLink, reason: str) -> None:
         if self._links.get(link.bot) is link:

@@ -18,6 +18,7 @@ from aiohttp import web
 from .. import protocol
 from ..errors import ProtocolError, PuppetDisconnected, SnippetTimeout
 from ..presence import ClientInfo, Presence
+from ..protocol import Capabilities
 from .auth import Authenticator
 from .fanout import DirectFanout
 from .link import PuppetLink
@@ -90,10 +91,18 @@ class _SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
 class SocketPuppetLink(PuppetLink):
     """A Node client connected over Socket.IO."""
 
-    def __init__(self, sio: socketio.AsyncServer, sid: str, bot: str) -> None:
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        sid: str,
+        bot: str,
+        capabilities: Capabilities | None = None,
+    ) -> None:
         self.sio = sio
         self.sid = sid
         self.bot = bot
+        if capabilities is not None:
+            self.capabilities = capabilities
         self._pending: set[asyncio.Future[Any]] = set()
         self._closed: str | None = None
 
@@ -251,7 +260,8 @@ class SocketTransport:
         if parsed.role == protocol.ROLE_PUPPET:
             assert parsed.bot is not None
             await self.sio.enter_room(sid, PUPPET_ROOM)
-            old = self.registry.attach(SocketPuppetLink(self.sio, sid, parsed.bot))
+            link = SocketPuppetLink(self.sio, sid, parsed.bot, parsed.capabilities)
+            old = self.registry.attach(link)
             if isinstance(old, SocketPuppetLink):
                 self.spawn(self.sio.disconnect(old.sid))
             log.info("puppet for bot %r connected from %s", parsed.bot, remote)

@@ -15,7 +15,7 @@ from .events import BOT_EVENT_HOOKS, HOOK_KINDS, ROUTED_EVENTS, RoutedEvent, cha
 from .filebox import FileBox
 from .friendship import Friendship
 from .lookup import Contacts, Rooms
-from .message import Message, strip_mentions
+from .message import Message, Typing, strip_mentions
 from .room import Room, room_from_wire
 from .room_event import RoomEvent
 from .room_invitation import RoomInvitation
@@ -45,6 +45,7 @@ __all__ = [
     "Rooms",
     "RoutedEvent",
     "Sayable",
+    "Typing",
     "UrlLink",
     "View",
     "chat_of",

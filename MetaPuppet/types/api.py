@@ -1,6 +1,6 @@
 """PuppetAPI: the one thing a view (Message, Contact, Room ...) talks to.
 
-Views never know the server class. Whatever implements these three methods can stand
+Views never know the server class. Whatever implements these methods can stand
 behind them: the server's puppet client in production, :class:`~MetaPuppet.SocketServerCore`
 itself (it delegates), or a test double over :class:`~MetaPuppet.transport.FakePuppetLink`.
 """
@@ -14,7 +14,7 @@ __all__ = ["PuppetAPI"]
 
 
 class PuppetAPI(Protocol):
-    """Run snippets on a bot, send things, and name the bot when there is only one."""
+    """Run snippets on a bot, send things (and show typing), and name the only bot."""
 
     async def exec_snippet(
         self, code: str, args: Any = None, *, bot: str | None = None, timeout: float = 30.0
@@ -28,6 +28,9 @@ class PuppetAPI(Protocol):
         bot: str | None = None,
         room: bool | None = None,
         mentions: Iterable[Any] = (),
+        reply_to: str | None = None,
     ) -> str | None: ...
+
+    async def typing(self, conversation_id: Any, on: bool, *, bot: str | None = None) -> bool: ...
 
     def only_bot(self) -> str: ...

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from .. import snippets
+from .api import PuppetAPI
 from .cards import UrlLink
 from .contact import Contact
 from .enums import MessageType
@@ -14,7 +16,7 @@ from .filebox import FileBox
 from .room import Room
 from .view import View, id_of
 
-__all__ = ["Message", "strip_mentions"]
+__all__ = ["Message", "Typing", "strip_mentions"]
 
 
 def strip_mentions(text: str) -> str:
@@ -28,6 +30,31 @@ def strip_mentions(text: str) -> str:
             return ""
         text = text[end + 1 :].lstrip()
     return text
+
+
+class Typing:
+    """``await`` it to start the typing indicator; ``async with`` it to show it meanwhile."""
+
+    def __init__(self, api: PuppetAPI, bot: str, conversation_id: str) -> None:
+        self.api = api
+        self.bot = bot
+        self.conversation_id = conversation_id
+
+    async def start(self) -> bool:
+        return await self.api.typing(self.conversation_id, True, bot=self.bot)
+
+    async def stop(self) -> bool:
+        return await self.api.typing(self.conversation_id, False, bot=self.bot)
+
+    def __await__(self) -> Generator[Any, None, bool]:
+        return self.start().__await__()
+
+    async def __aenter__(self) -> Typing:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
 
 @dataclass(eq=False)
@@ -121,12 +148,30 @@ class Message(View):
         return datetime.fromtimestamp(seconds, tz=UTC)
 
     async def say(self, something: Any) -> str | None:
-        """Answer in the same conversation (the room, or the talker)."""
+        """Answer in the same conversation (the room, or the talker).
+
+        On a channel with send windows (iLink) the answer uses this message's window.
+        """
         return await self.api.say(
-            self.conversation_id, something, bot=self.bot, room=self.room_id is not None
+            self.conversation_id,
+            something,
+            bot=self.bot,
+            room=self.room_id is not None,
+            reply_to=None if self.is_self else self.id,
         )
 
     reply = say
+
+    def typing(self) -> Typing:
+        """Show "typing..." in this chat while the bot works on an answer::
+
+            async with msg.typing():
+                answer = await ask_the_llm(msg.text)
+            await msg.say(answer)
+
+        ``await msg.typing()`` just starts it. A no-op on channels without typing.
+        """
+        return Typing(self.api, self.bot, self.conversation_id)
 
     async def forward(self, to: Contact | Room) -> str | None:
         """Forward this message to a contact or a room."""
