@@ -20,10 +20,10 @@ T = TypeVar("T")
 class LoopThread:
     """An event loop running forever in a daemon thread."""
 
-    def __init__(self, name: str = "metapuppet-loop") -> None:
+    def __init__(self, name: str = "metapuppet-loop", *, daemon: bool = True) -> None:
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=daemon)
         self.thread.start()
         self._ready.wait()
 

@@ -26,6 +26,7 @@ __all__ = [
     "MAX_ID_LENGTH",
     "PROTOCOL_VERSION",
     "ROLES",
+    "ROLE_LEGACY",
     "ROLE_PUPPET",
     "ROLE_WEB",
     "Auth",
@@ -47,6 +48,8 @@ PROTOCOL_VERSION: Final = 1
 
 ROLE_PUPPET: Final = "puppet"
 ROLE_WEB: Final = "web"
+#: a client without a token (``web.legacy_clients``): the original ``message`` envelope only
+ROLE_LEGACY: Final = "legacy"
 ROLES: Final = frozenset({ROLE_PUPPET, ROLE_WEB})
 
 # Socket.IO event names.

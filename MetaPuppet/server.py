@@ -48,6 +48,7 @@ from .transport import (
     PuppetRegistry,
     SocketTransport,
 )
+from .transport.auth import is_loopback
 from .types import Contacts, ContactSelf, Rooms
 from .web import WebHub
 from .web.api import install as install_api
@@ -79,7 +80,7 @@ class SocketServerCore(OriginalAPI):
         num_async_threads: int = 1,
         debug_mode: bool | None = None,
         *,
-        config: Config | None = None,
+        config: Config | str | os.PathLike[str] | None = None,
         token: str | None = None,
         host: str | None = None,
         port: int | None = None,
@@ -95,7 +96,9 @@ class SocketServerCore(OriginalAPI):
             raise ConfigError(f"unknown server_mode {server_mode!r}; MetaPuppet runs on aiohttp")
         if num_async_threads < 1:
             raise ConfigError(f"num_async_threads must be at least 1, got {num_async_threads}")
-        self.config = config if config is not None else load_config()
+        if config is None or isinstance(config, str | os.PathLike):
+            config = load_config(config)
+        self.config = config
         self.host = host or self.config.host
         self.port = port if port is not None else self.config.port
         self.num_async_threads = num_async_threads
@@ -134,6 +137,7 @@ class SocketServerCore(OriginalAPI):
             registry=self.registry,
             presence=self.presence,
             handlers=self,
+            legacy_clients=bool((self.config.raw.get("web") or {}).get("legacy_clients", False)),
         )
         #: the Socket.IO server and the aiohttp app (the original's ``self.sio``)
         self.sio = self.transport.sio
@@ -162,6 +166,7 @@ class SocketServerCore(OriginalAPI):
         self.robot = robot
         if robot is not None:
             robot.add_server(self)
+        self._init_original()
 
     # ------------------------------------------------------------------ settings of the parts
 
@@ -268,6 +273,11 @@ class SocketServerCore(OriginalAPI):
         host = host or self.host
         port = self.port if port is None else port
         self.authenticator.check_bind(host)
+        if self.transport.legacy_clients and not is_loopback(host):
+            raise ConfigError(
+                f"web.legacy_clients lets clients without a token in; refusing to listen on "
+                f"{host}, which is not loopback. Bind 127.0.0.1, or give the clients a token."
+            )
         self._loop = self.client.loop = asyncio.get_running_loop()
         if self.data_dir is not None:
             self.client.budgets.path = self.data_dir / "send-budgets.json"
@@ -335,7 +345,9 @@ class SocketServerCore(OriginalAPI):
     def run(self, host: str | None = None, port: int | None = None) -> None:
         """Start the server on a background loop thread and return (the original's style)."""
         if self._loop_thread is None:
-            self._loop_thread = LoopThread("metapuppet-server")
+            # not a daemon: a script whose main thread ends after run() keeps serving, as
+            # the original's did, until Ctrl-C, SIGTERM or shutdown()
+            self._loop_thread = LoopThread("metapuppet-server", daemon=False)
         self._loop_thread.submit(self.start(host, port)).result(30)
         if threading.current_thread() is threading.main_thread():
             self.install_signal_handlers()
@@ -359,6 +371,10 @@ class SocketServerCore(OriginalAPI):
         previous = self._previous_signal_handlers.get(signum)
         for sig, handler in self._previous_signal_handlers.items():
             signal.signal(sig, handler)
+        if not threading.main_thread().is_alive():
+            # the script's main thread had ended and the process was only serving; with the
+            # server stopped, the interpreter now exits by itself (status 0)
+            return
         if callable(previous):
             previous(signum, frame)
         else:

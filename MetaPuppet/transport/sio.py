@@ -155,8 +155,12 @@ class SocketTransport:
         registry: PuppetRegistry,
         presence: Presence,
         handlers: TransportHandlers,
+        legacy_clients: bool = False,
     ) -> None:
         self.authenticator = authenticator
+        #: let clients without a token use the original project's ``message`` envelope
+        #: (only that: no events, subscriptions, actions or snippets); loopback only
+        self.legacy_clients = legacy_clients
         self.registry = registry
         self.presence = presence
         self.handlers = handlers
@@ -227,10 +231,20 @@ class SocketTransport:
         remote = getattr(request, "remote", None) or environ.get("REMOTE_ADDR")
         if not self.accepting:
             raise socketio.exceptions.ConnectionRefusedError("the server is shutting down")
+        if auth is None and self.legacy_clients:
+            await self._connect_legacy(sid, remote)
+            return
         try:
             parsed = protocol.parse_auth(auth)
         except ProtocolError as exc:
-            log.warning("refused a client from %s: %s", remote, exc)
+            hint = ""
+            if auth is None:
+                hint = (
+                    " (a client without a token, like the original project's web clients: give "
+                    "it auth={token, role: 'web', protocol}, or on a loopback server set "
+                    "web.legacy_clients to let such clients use the original message envelope)"
+                )
+            log.warning("refused a client from %s: %s%s", remote, exc, hint)
             raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
         grant = self.authenticator.authenticate(parsed.token, parsed.role)
         if grant is None:
@@ -268,6 +282,13 @@ class SocketTransport:
         else:
             await self.sio.enter_room(sid, WEB_ROOM)
             log.info("web client %s connected from %s", sid, remote)
+
+    async def _connect_legacy(self, sid: str, remote: str | None) -> None:
+        info = ClientInfo(sid=sid, role=protocol.ROLE_LEGACY, bot=None, remote=remote)
+        self.clients[sid] = info
+        self.handlers.on_client(info, True)
+        self.presence.connected(info)
+        log.info("token-less client %s connected from %s (original envelope only)", sid, remote)
 
     async def _on_disconnect(self, sid: str, *reason: Any) -> None:
         if self.sio.manager.is_connected(sid, "/"):
