@@ -9,6 +9,7 @@ link: one look-up of the puppet, one call.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -24,7 +25,7 @@ from .transport.link import PuppetLink
 from .transport.registry import PuppetRegistry
 from .types import ContactSelf, contact_from_wire, id_of, reply_to_sayables, sayable_to_wire
 
-__all__ = ["ANSWER_MARGIN_S", "PuppetClient"]
+__all__ = ["ANSWER_MARGIN_S", "PuppetClient", "check_sendable"]
 
 # How long the server waits for an answer beyond the snippet's own timeout, which the
 # Node side enforces; past this margin the puppet itself is not answering.
@@ -118,6 +119,7 @@ class PuppetClient:
             raise ValueError("code must be a non-empty string of TypeScript")
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
+        check_sendable(args)
         link = await self.registry.pick(bot)
         self._require(link, snippets.required_capability(code, args), "this call")
         return await self._run(link, code, args, timeout)
@@ -244,6 +246,46 @@ class PuppetClient:
         """Send whatever a robot hook returned (str, FileBox, legacy dict, list, ...)."""
         for something in reply_to_sayables(reply):
             await self.say(to, something, bot=bot, room=room, reply_to=reply_to)
+
+
+def check_sendable(args: Any) -> None:
+    """Raise :class:`TypeError` naming the part of ``args`` that cannot travel as JSON.
+
+    Found here, before anything is sent: python-socketio encodes in a background task, so a
+    bad argument would otherwise only time out.
+    """
+    try:
+        json.dumps(args, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        where, bad = _first_unsendable(args, "args")
+        where = where or "args"
+        hint = " (pass its .id)" if hasattr(bad, "id") and hasattr(bad, "bot") else ""
+        raise TypeError(
+            f"{where} cannot be sent to the bot: {type(bad).__name__} is not JSON data{hint}; "
+            f"send str, int, float, bool, None, lists and dicts of them ({exc})"
+        ) from None
+
+
+def _first_unsendable(value: Any, where: str) -> tuple[str, Any]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"{where} key {key!r}", key
+            found = _first_unsendable(item, f"{where}[{key!r}]")
+            if found[0]:
+                return found
+        return "", None
+    if isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            found = _first_unsendable(item, f"{where}[{index}]")
+            if found[0]:
+                return found
+        return "", None
+    if value is None or isinstance(value, str | bool | int):
+        return "", None
+    if isinstance(value, float) and value == value and value not in (float("inf"), float("-inf")):
+        return "", None
+    return where, value
 
 
 def _seconds(timestamp: Any, fallback_ms: float) -> float:

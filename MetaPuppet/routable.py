@@ -16,7 +16,7 @@ from .dialog import DialogManager
 from .dispatch import DispatchHost, Middleware, Router
 from .dispatch.handlers import CONTINUE
 from .storage import BaseStorage, MemoryStorage
-from .types import HOOK_KINDS
+from .types import HOOK_KINDS, Message
 
 __all__ = ["BoundHook", "HookOrDecorator", "Routable", "RouteDecorator"]
 
@@ -32,6 +32,14 @@ def _mark(method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Callabl
         return func
 
     return mark
+
+
+def _overrides(robot: Any, hook: str) -> bool:
+    """True when ``robot``'s class defines its own ``hook`` (not the base's default)."""
+    for klass in type(robot).__mro__:
+        if hook in klass.__dict__:
+            return getattr(klass, "__module__", "") != "MetaPuppet.robot"
+    return False
 
 
 def _is_bare_decorator_use(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -127,6 +135,12 @@ class Routable:
 
     #: What ``command`` handlers of the robot's own router expect before the word.
     command_prefix: str | tuple[str, ...] = "/"
+    #: In rooms, answer only messages that @-mention the bot (WeChat group etiquette):
+    #: routed handlers, commands, dialog triggers and a typed ``on_message`` see a room
+    #: message only when it mentions the bot, unless a handler sets ``mention_self=``
+    #: itself. Off: they see every room message. The original ``_process_message`` hook
+    #: always sees every message, as it did.
+    rooms_need_mention: bool = True
     #: Where dialogs keep their state (default: a :class:`~MetaPuppet.storage.MemoryStorage`).
     dialog_store: BaseStorage | None = None
 
@@ -197,18 +211,35 @@ class Routable:
 
     async def route_event(self, server: DispatchHost, hook: str, event: Any) -> Any:
         """Handle one event: an active dialog first (messages), then the routed handlers,
-        then the robot's hook ``hook``. Returns the reply to send."""
+        then the robot's hook ``hook``. Returns the reply to send.
+
+        In a room, a message that does not @-mention the bot goes on to an active dialog
+        (an answer needs no mention), to handlers that set ``mention_self=`` themselves,
+        and to the original ``_process_message`` hook, but not to the other handlers nor a
+        typed ``on_message`` while :attr:`rooms_need_mention` is on (the default).
+        """
         kind = HOOK_KINDS[hook]
         router = self.router
         if kind == "message" and router.has_dialogs():
             reply = await self.dialogs.feed(server, event)
             if reply is not CONTINUE:
                 return reply
+        mentioned = not (
+            kind == "message"
+            and self.rooms_need_mention
+            and isinstance(event, Message)
+            and event.room_id is not None
+            and not event.mention_self
+        )
         if router.routes(kind):
-            reply = await router.dispatch(kind, event, robot=self, server=server)
+            reply = await router.dispatch(
+                kind, event, robot=self, server=server, mentioned=mentioned
+            )
             if reply is not CONTINUE:
                 return reply
         method = getattr(self, hook)
         if isinstance(method, BoundHook):
             method = method.method
+        if not mentioned and _overrides(self, hook):
+            return None  # a typed on_message of this robot: quiet in rooms unless mentioned
         return await server.call_handler(method, event)

@@ -224,7 +224,9 @@ async def test_a_timeout_missed_while_down_is_told_on_the_next_message(server_fa
 
 
 async def test_one_dialog_per_participant_of_a_room(serve):
-    chat = await serve(accumulator_bot())
+    bot = accumulator_bot()
+    bot.rooms_need_mention = False  # triggers without a mention (the rule is tested below)
+    chat = await serve(bot)
     room = "r@chatroom"
     await chat.send("开始", talker="alice", room=room)
     await chat.send("1", talker="bob", room=room)  # bob is not in a dialog
@@ -244,6 +246,17 @@ async def test_one_dialog_per_participant_of_a_room(serve):
         "请输入第2个数字, 目前累加和:1",  # bob
         "累加结束,累加和: 3",  # bob
     ]
+
+
+async def test_in_a_room_the_trigger_needs_a_mention_and_the_answers_do_not(serve):
+    chat = await serve(accumulator_bot())
+    room = "r@chatroom"
+    await chat.send("开始", room=room)  # not addressed to the bot
+    assert chat.new(room) == []
+    await chat.send("@Bot\u2005开始", room=room, mentionSelf=True)
+    await chat.send("1", room=room)  # the answer to the bot's question
+    await chat.send("5", room=room)
+    assert chat.new(room) == [ASK_COUNT, "请输入第1个数字, 目前累加和:0", "累加结束,累加和: 5"]
 
 
 async def test_an_answer_delivered_twice_advances_the_dialog_once(serve):

@@ -72,6 +72,7 @@ async def test_each_message_filter_picks_its_messages(talk):
     async def image(message):
         return "an image"
 
+    bot.rooms_need_mention = False  # filters alone decide here (the room rule is tested below)
     chat = await talk(bot)
     await chat.send("hello")
     await chat.send("今天天气如何")
@@ -528,3 +529,55 @@ async def test_a_full_event_queue_makes_new_events_wait_not_vanish(talk):
     await asyncio.wait_for(asyncio.gather(*senders), 5)
     await settle(chat.server)
     assert sorted(handled) == [str(i) for i in range(8)]
+
+
+async def test_in_rooms_the_bot_answers_only_when_mentioned_by_default(talk):
+    class Typed(RobotBase):
+        async def on_message(self, message):
+            return f"hook: {message.mention_text}"
+
+    bot = Typed()
+
+    @bot.command("help")
+    async def help_(message):
+        return "help"
+
+    @bot.on_message(text="ping")
+    async def ping(message):
+        return "pong"
+
+    overheard = []
+
+    @bot.on_message(room=True, mention_self=False, priority=10)
+    async def lurker(message):  # asked for unmentioned room messages itself
+        overheard.append(message.text)
+        return CONTINUE
+
+    chat = await talk(bot)
+    room = "r@chatroom"
+    for text in ("/help", "ping", "hello"):
+        await chat.send(text, room=room)  # no mention: quiet
+    assert chat.new(room) == []
+    assert overheard == ["/help", "ping", "hello"]
+    await chat.send("@Bot\u2005/help", room=room, mentionSelf=True)
+    await chat.send("@Bot\u2005ping", room=room, mentionSelf=True)
+    await chat.send("@Bot\u2005hello", room=room, mentionSelf=True)
+    assert chat.new(room) == ["help", "pong", "hook: hello"]
+    await chat.send("ping")  # direct messages need no mention
+    assert chat.new() == ["pong"]
+
+    bot.rooms_need_mention = False  # the one setting: every room message
+    await chat.send("ping", room=room)
+    assert chat.new(room) == ["pong"]
+
+
+async def test_the_original_hook_still_sees_every_room_message(talk):
+    seen = []
+
+    class Original(RobotBase):
+        async def _process_message(self, message, verbose=False):
+            seen.append(message["payload"]["text"])
+
+    chat = await talk(Original())
+    await chat.send("no mention here", room="r@chatroom")
+    assert seen == ["no mention here"]

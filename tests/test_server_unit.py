@@ -361,3 +361,34 @@ def test_a_received_file_never_saves_outside_the_target(tmp_path):
     assert saved.parent == target.resolve()
     assert saved.read_bytes() == b"secret"
     assert not (tmp_path.parent / "etc" / "passwd").exists()
+
+
+async def test_arguments_that_cannot_be_sent_fail_at_once_naming_the_argument(server_factory):
+    from MetaPuppet import Contact
+
+    server = await server_factory(rate_limiter=None)
+    puppet = FakePuppet()
+    server.attach_puppet(puppet)
+    alice = Contact(server, "fake", "alice")
+    started = time.monotonic()
+    with pytest.raises(TypeError, match=r"args\['who'\]\[1\] cannot be sent.*Contact.*\.id"):
+        await server.exec_snippet("return 1", {"who": ["bob", alice]})
+    with pytest.raises(TypeError, match=r"args\['n'\].*float"):
+        await server.exec_snippet("return 1", {"n": float("nan")})
+    assert time.monotonic() - started < 1.0
+    assert puppet.calls == []
+
+
+async def test_views_are_accepted_wherever_an_id_is(server_factory):
+    from MetaPuppet import Contact, Room
+
+    server = await server_factory(rate_limiter=None)
+    puppet = FakePuppet()
+    server.attach_puppet(puppet)
+    alice, team = Contact(server, "fake", "alice"), Room(server, "fake", "team@chatroom")
+    await server.say(team, "hi", mentions=[alice, "bob"])
+    await server.say(alice, "hello")
+    assert [(s["kind"], s["to"], s["mentions"]) for s in puppet.said()] == [
+        ("room", "team@chatroom", ["alice", "bob"]),
+        ("contact", "alice", []),
+    ]

@@ -53,6 +53,8 @@ class Handler:
     name: str
     wants: frozenset[str] | None  # None: the callback takes **kwargs
     dialog: DialogSpec | None = None
+    #: the handler's own ``mention_self=`` (None: the robot's room rule decides)
+    mention_self: bool | None = None
 
     async def match(self, event: Any) -> dict[str, Any] | None:
         """The data the filters produced when all of them match, else None."""

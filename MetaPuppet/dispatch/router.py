@@ -133,6 +133,7 @@ class Router:
         priority: int,
         dialog: DialogSpec | None = None,
         name: str | None = None,
+        mention_self: bool | None = None,
     ) -> Callable[[F], F]:
         def register(func: F) -> F:
             if not callable(func):
@@ -146,6 +147,7 @@ class Router:
                     name=name or handler_name(func),
                     wants=wanted_arguments(func),
                     dialog=dialog,
+                    mention_self=mention_self,
                 )
             )
             _changed()
@@ -186,7 +188,7 @@ class Router:
             mention_self=mention_self,
             filter=filter,
         )
-        return self._register("message", filters, priority)
+        return self._register("message", filters, priority, mention_self=mention_self)
 
     def command(
         self,
@@ -222,7 +224,7 @@ class Router:
             mention_self=mention_self,
             filter=filter,
         )
-        return self._register("message", filters, priority)
+        return self._register("message", filters, priority, mention_self=mention_self)
 
     def on_friendship(
         self,
@@ -399,9 +401,14 @@ class Router:
                     )
                 return await manager.start(spec, invocation)
 
-            self._register("message", filters, priority, dialog=spec, name=f"dialog {spec.name}")(
-                start_dialog
-            )
+            self._register(
+                "message",
+                filters,
+                priority,
+                dialog=spec,
+                name=f"dialog {spec.name}",
+                mention_self=mention_self,
+            )(start_dialog)
             return func
 
         return register
@@ -483,11 +490,18 @@ class Router:
         *,
         robot: Any = None,
         server: DispatchHost | None = None,
+        mentioned: bool = True,
     ) -> Any:
         """Offer ``event`` to the handlers of ``kind``; returns the reply, or
-        :data:`CONTINUE` when no handler took it."""
+        :data:`CONTINUE` when no handler took it.
+
+        ``mentioned=False`` (a room message that does not @-mention the bot, on a robot
+        that answers in rooms only when mentioned) offers it only to handlers that said
+        ``mention_self=`` themselves."""
         for route in self.routes(kind):
             handler = route.handler
+            if not mentioned and handler.mention_self is None:
+                continue
             data = await handler.match(event)
             if data is None:
                 continue
