@@ -53,7 +53,6 @@ export interface AttachEventsOptions {
 
 /** A puppet that wants to know when a message's event was handed on (the ilink puppet). */
 interface DeliveryAwarePuppet {
-  metapuppetTrackDelivery?: () => void
   metapuppetDelivered?: (messageId: string) => void
 }
 
@@ -69,9 +68,16 @@ export function attachEvents(options: AttachEventsOptions): () => void {
   const { bot, botName, log, isMock, emit } = options
   const lookupMs = options.lookupTimeoutMs ?? 5_000
   const capabilities = options.capabilities ?? null
-  const puppet = bot.puppet as unknown as DeliveryAwarePuppet
-  const delivered = typeof puppet.metapuppetDelivered === 'function' ? puppet.metapuppetDelivered.bind(puppet) : null
-  if (delivered !== null) puppet.metapuppetTrackDelivery?.()
+  /** Tells the puppet the message's envelope was handed on, if it wants to know (bot.puppet exists only after start). */
+  const delivered = (messageId: string): void => {
+    let puppet: DeliveryAwarePuppet
+    try {
+      puppet = bot.puppet as unknown as DeliveryAwarePuppet
+    } catch {
+      return
+    }
+    if (typeof puppet.metapuppetDelivered === 'function') puppet.metapuppetDelivered(messageId)
+  }
   let chain: Promise<void> = Promise.resolve()
 
   /** Queues one event: stamps it now, converts it in order, then emits it. */
@@ -99,7 +105,7 @@ export function attachEvents(options: AttachEventsOptions): () => void {
         'message',
         () => messagePayload(message, lookup, contactRef),
         messageEventId(message.id),
-        delivered === null ? undefined : () => delivered(message.id),
+        () => delivered(message.id),
       ),
 
     friendship: (friendship: Friendship) =>

@@ -40,5 +40,6 @@ export function buildIlinkPuppet(config: MetaPuppetConfig, log?: Logger): { pupp
     bot: config.client.bot,
     baseDir: config.base_dir,
   })
-  return { puppet: new PuppetIlink({ ilink, log }), capabilities: ilinkCapabilities(ilink) }
+  // main.ts forwards events through events.ts, which reports each forwarded message back.
+  return { puppet: new PuppetIlink({ ilink, log, waitForDelivery: true }), capabilities: ilinkCapabilities(ilink) }
 }

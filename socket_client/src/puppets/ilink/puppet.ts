@@ -9,7 +9,7 @@
  *
  * MetaPuppet extras (duck-typed by the Node client and by Python snippets):
  * `metapuppetWithContext(messageId, fn)`, `metapuppetTyping(conversationId, on)`,
- * `metapuppetLoginCode(code)`, `metapuppetTrackDelivery()`, `metapuppetDelivered(messageId)`.
+ * `metapuppetLoginCode(code)`, `metapuppetDelivered(messageId)`.
  */
 import { randomUUID } from 'node:crypto'
 import { extname } from 'node:path'
@@ -39,7 +39,12 @@ export interface PuppetIlinkOptions extends PUPPET.PuppetOptions {
   fetch?: typeof fetch
   /** Least time between QR status polls (default 1000 ms). */
   qrPollIntervalMs?: number
-  /** How long a batch waits for its messages to be forwarded before the cursor moves on (default 10 s). */
+  /**
+   * Move the cursor past a batch only once every message of it was handed on (the Node client's
+   * events.ts calls `metapuppetDelivered(id)`), at most `deliveryTimeoutMs` (default 10 s).
+   * Off by default: a puppet used without events.ts would wait for nothing.
+   */
+  waitForDelivery?: boolean
   deliveryTimeoutMs?: number
   /** Least time between two reports of the same failure (default 60 s). */
   errorReportIntervalMs?: number
@@ -108,6 +113,7 @@ export class PuppetIlink extends PUPPET.Puppet {
       fetch: options.fetch,
     })
     this.store = new IlinkStore(this.ilink.dataDir, this.log)
+    this.deliveryTracking = options.waitForDelivery ?? false
     this.reporter = new ErrorReporter({
       emit: (error) => this.emit('error', error),
       log: this.log,
@@ -387,11 +393,6 @@ export class PuppetIlink extends PUPPET.Puppet {
       signal.addEventListener('abort', onAbort, { once: true })
       void Promise.all(waits).then(() => finish(false))
     })
-  }
-
-  /** The Node client calls this once it forwards messages (then a batch's cursor waits for them). */
-  metapuppetTrackDelivery(): void {
-    this.deliveryTracking = true
   }
 
   /** The Node client calls this when the message event of `messageId` is in its outbox. */
