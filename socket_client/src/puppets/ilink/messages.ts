@@ -1,12 +1,15 @@
 /**
  * WeChat messages (`WeixinMessage`) → Wechaty message payloads.
  *
- * One WeChat message becomes one Wechaty message per content item: the first keeps the WeChat
- * `message_id` as its id, item k > 0 gets `<message_id>:<k>` (WeChat users send one item per
- * message, so this is nearly always exactly one). Ids are strings end to end. Text items are
- * Text messages, images Image, voice Audio (its transcript as the text when present), files
- * Attachment (with the file name), videos Video. A quoted message (`ref_msg`) is kept as the
- * payload field `quote`. Bad input is reported per message and never throws.
+ * One WeChat message becomes one Wechaty message per media item, plus one for all its text
+ * items together (joined with newlines): the first keeps the WeChat `message_id` as its id, the
+ * one made from item k > 0 gets `<message_id>:<k>`. WeChat users send one item per message, so
+ * this is nearly always exactly one message with the WeChat id. (Joining the text keeps a
+ * message of many text items from costing many replies of the user's send budget.) Ids are
+ * strings end to end. Text items are a Text message, images Image, voice Audio (its
+ * transcript as the text when present), files Attachment (with the file name), videos Video.
+ * A quoted message (`ref_msg`) is kept as the payload field `quote`. Bad input is reported per
+ * message and never throws.
  */
 import { createHash } from 'node:crypto'
 import { types, type payloads } from 'wechaty-puppet'
@@ -174,9 +177,27 @@ export function parseWeixinMessage(raw: unknown, botId: string, now: number = Da
   }
 
   const parts: ParsedPart[] = []
+  let textPart: ParsedPart | null = null
   items.forEach((item, index) => {
     if (!isObj(item) || typeof item.type !== 'number') {
       problems.push(`item ${index} is not an object with a numeric type; skipped`)
+      return
+    }
+    if (item.type === ITEM.text && textPart !== null) {
+      const t = isObj(item.text_item) ? item.text_item.text : undefined
+      if (typeof t !== 'string') {
+        problems.push(`text item ${index} has no text string; skipped`)
+        return
+      }
+      const joined = `${textPart.payload.text ?? ''}\n${t}`
+      if (joined.length > MAX_TEXT_LENGTH && (textPart.payload.text ?? '').length <= MAX_TEXT_LENGTH) {
+        problems.push(`its text is over ${MAX_TEXT_LENGTH} characters; cut`)
+      }
+      textPart.payload.text = joined.slice(0, MAX_TEXT_LENGTH)
+      if (textPart.payload.quote === undefined) {
+        const quote = quoteOf(item.ref_msg)
+        if (quote !== undefined) textPart.payload.quote = quote
+      }
       return
     }
     const id = parts.length === 0 ? messageId! : `${messageId!}:${index}`
@@ -234,7 +255,9 @@ export function parseWeixinMessage(raw: unknown, botId: string, now: number = Da
     if (media?.kind === 'image') payload.filename = media.fileName
     const quote = quoteOf(item.ref_msg)
     if (quote !== undefined) payload.quote = quote
-    parts.push({ payload, media })
+    const part = { payload, media }
+    if (item.type === ITEM.text) textPart = part
+    parts.push(part)
   })
   return { ok: true, message: { messageId, fromUserId: from, contextToken, createTimeMs, parts, problems } }
 }
