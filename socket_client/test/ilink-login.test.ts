@@ -83,7 +83,7 @@ describe('ilink QR login state machine', () => {
       [
         ['https://qr.example/1', 'Waiting', 'wait'],
         ['', 'Scanned', 'scaned'],
-        ['https://qr.example/1', 'Timeout', 'expired'],
+        ['', 'Timeout', 'expired'],
         ['https://qr.example/2', 'Waiting', 'wait'],
         ['', 'Confirmed', 'confirmed'],
       ],
@@ -111,6 +111,13 @@ describe('ilink QR login state machine', () => {
     await qrLogin(s.options, new AbortController().signal)
     assert.deepEqual(s.calls.filter((c) => c.kind === 'poll').map((c) => c.code), [null, null, '4321', null])
     assert.ok(s.scans.some((x) => x.state === 'need_verifycode' && x.status === types.ScanStatus.Scanned))
+  })
+
+  it('need_verifycode again after a code: reported again (the code was wrong)', async () => {
+    const s = scripted([{ status: 'need_verifycode' }, { status: 'need_verifycode' }, { status: 'scaned' }, confirmed])
+    await qrLogin(s.options, new AbortController().signal)
+    assert.deepEqual(s.calls.filter((c) => c.kind === 'poll').map((c) => c.code), [null, '4321', '4321', null])
+    assert.equal(s.scans.filter((x) => x.state === 'need_verifycode').length, 2)
   })
 
   it('need_verifycode without a code keeps asking (no code sent)', async () => {

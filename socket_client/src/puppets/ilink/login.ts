@@ -11,7 +11,7 @@
  * | `scaned_but_redirect` | keep polling at `redirect_host`, with base_url's scheme |
  * | `need_verifycode` | `scan` Scanned (data `need_verifycode`); wait for a pairing code, send it with the next poll |
  * | `verify_code_blocked` | `scan` Cancel; fetch a new QR code |
- * | `expired` | `scan` Timeout; fetch a new QR code |
+ * | `expired` | `scan` Timeout (no QR code: the old one is useless); fetch a new QR code |
  * | `binded_redirect` | return "already bound" (the caller resumes saved credentials or starts over) |
  * | `confirmed` | return the bot token and ids |
  *
@@ -128,8 +128,8 @@ export async function qrLogin(options: LoginOptions, signal: AbortSignal): Promi
 
     const started = now()
     let answer: JsonObject
+    const code = pendingCode
     try {
-      const code = pendingCode
       pendingCode = null
       answer = await api.getQrcodeStatus(pollBase, qr.qrcode, code, { signal })
     } catch (e) {
@@ -164,6 +164,10 @@ export async function qrLogin(options: LoginOptions, signal: AbortSignal): Promi
         break
       }
       case 'need_verifycode':
+        if (!changed && code !== null) {
+          log.warn('ilink: WeChat did not accept the pairing code; pass the code shown on the phone again')
+          callbacks.scan('', types.ScanStatus.Scanned, 'need_verifycode')
+        }
         if (changed) {
           log.warn(
             'ilink: WeChat asks for the pairing code shown on the phone: pass it to bot.puppet.metapuppetLoginCode(code) (from Python: an exec snippet)',
@@ -179,7 +183,7 @@ export async function qrLogin(options: LoginOptions, signal: AbortSignal): Promi
         break
       case 'expired':
         log.info('ilink: the QR code expired; fetching a new one')
-        callbacks.scan(qr.qrcode_img_content, types.ScanStatus.Timeout, 'expired')
+        callbacks.scan('', types.ScanStatus.Timeout, 'expired')
         qr = null
         break
       case 'binded_redirect':

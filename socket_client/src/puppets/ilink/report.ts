@@ -74,7 +74,8 @@ export class ErrorReporter {
   private report(key: string, error: unknown, repeats: number | null): void {
     const text = describeError(error)
     const suffix = repeats === null ? '' : ` (failed ${repeats} more times in the last ${Math.round(this.intervalMs / 1000)} s; still retrying)`
-    this.options.log.warn('ilink: %s: %s%s', key, text, suffix)
+    // events.ts logs every Wechaty error at warn already; this line is for debugging only.
+    this.options.log.debug('ilink: reported %s failure: %s%s', key, text, suffix)
     let reported: Error
     if (error instanceof Error) {
       reported = repeats === null ? error : Object.assign(new Error(`${error.message}${suffix}`), { name: error.name, code: (error as { code?: unknown }).code })
