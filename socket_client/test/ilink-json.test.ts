@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import { describe, it } from 'node:test'
 import { parseJsonLossless, quoteIdNumbers } from '../src/puppets/ilink/json.js'
-import { checkAnswer } from '../src/puppets/ilink/api.js'
+import { checkAnswer, describeBody } from '../src/puppets/ilink/api.js'
 import { ILinkError } from '../src/puppets/ilink/errors.js'
 
 describe('ilink JSON: ids are never rounded', () => {
@@ -72,5 +72,14 @@ describe('ilink answers: HTTP 200 with ret/errcode != 0 is a failure', () => {
       assert.throws(() => checkAnswer('getupdates', answer), (e: unknown) => e instanceof ILinkError && e.code === 'bad_response')
     }
     assert.throws(() => checkAnswer('getupdates', { ret: 'zero' }), (e: unknown) => e instanceof ILinkError && e.code === 'bad_response')
+  })
+})
+
+describe('ilink error texts never quote what could hold a token', () => {
+  it('quotes an HTML page, summarises JSON, and only counts broken JSON', () => {
+    assert.equal(describeBody('<html>502 Bad Gateway</html>'), '"<html>502 Bad Gateway</html>"')
+    assert.equal(describeBody('{"ret":-1,"errmsg":"bad","context_token":"SECRET"}'), 'a JSON answer (ret=-1 errcode=null errmsg="bad")')
+    assert.equal(describeBody('{"msgs":[{"context_token":"SECRET"'), '34 characters of JSON that do not parse')
+    assert.ok(!describeBody('[{"context_token":"SECRET"}]').includes('SECRET'))
   })
 })

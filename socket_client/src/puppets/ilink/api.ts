@@ -112,7 +112,8 @@ export class ILinkApi {
     try {
       parsed = parseJsonLossless(text.toString('utf8'))
     } catch {
-      throw new ILinkError(`${endpoint}: the answer is not JSON: ${JSON.stringify(cut(text.toString('utf8')))}`, {
+      // Broken JSON may still hold context tokens: only a non-JSON page (an HTML error page) is quoted.
+      throw new ILinkError(`${endpoint}: the answer is not JSON: ${describeBody(text.toString('utf8'))}`, {
         code: 'bad_response',
         endpoint,
         httpStatus: 200,
@@ -168,7 +169,7 @@ export class ILinkApi {
       }
       if (res.status < 200 || res.status > 299) {
         throw new ILinkError(
-          `${endpoint}: HTTP ${res.status}${body.length > 0 ? `: ${JSON.stringify(cut(body.toString('utf8')))}` : ''}`,
+          `${endpoint}: HTTP ${res.status}${body.length > 0 ? `: ${describeBody(body.toString('utf8'))}` : ''}`,
           { code: `http_${res.status}`, endpoint, httpStatus: res.status },
         )
       }
@@ -250,6 +251,26 @@ async function readCapped(res: Response, maxBytes: number, endpoint: string): Pr
     chunks.push(value)
   }
   return Buffer.concat(chunks, total)
+}
+
+/**
+ * A server answer for an error text, without anything that could be a token: an HTML/text page
+ * is quoted (cut), JSON only by its ret/errcode/errmsg, broken JSON only by its length.
+ */
+export function describeBody(body: string): string {
+  if (!/^\s*[[{]/.test(body)) return JSON.stringify(cut(body, 120))
+  try {
+    const data: unknown = JSON.parse(body)
+    if (typeof data === 'object' && data !== null && !Array.isArray(data)) {
+      const { ret, errcode, errmsg } = data as JsonObject
+      const fields = [`ret=${JSON.stringify(ret ?? null)}`, `errcode=${JSON.stringify(errcode ?? null)}`]
+      if (typeof errmsg === 'string' && errmsg !== '') fields.push(`errmsg=${JSON.stringify(cut(errmsg, 120))}`)
+      return `a JSON answer (${fields.join(' ')})`
+    }
+  } catch {
+    // broken JSON: below
+  }
+  return `${body.length} characters of JSON that do not parse`
 }
 
 function codeOf(value: unknown): number | null | 'bad' {
