@@ -153,7 +153,9 @@ export class PuppetIlink extends PUPPET.Puppet {
     for (const release of this.deliveryWaiters.values()) release()
     this.deliveryWaiters.clear()
     if (this.running !== null) {
-      await Promise.race([this.running, sleep(5_000)])
+      const timer = new AbortController()
+      await Promise.race([this.running, sleep(5_000, timer.signal).catch(() => {})])
+      timer.abort() // no timer left behind to hold the process
       this.running = null
     }
     if (this.credentials !== null) {
