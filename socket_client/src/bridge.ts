@@ -1,7 +1,7 @@
 /**
  * The Socket.IO link to the MetaPuppet server.
  *
- * - Authenticates as a puppet: `auth: {token, role: "puppet", protocol, bot}`.
+ * - Authenticates as a puppet: `auth: {token, role: "puppet", protocol, bot, capabilities}`.
  * - Forwards event envelopes through the Outbox: an event stays in it until the server
  *   acknowledges it (`{ok: true}`) or rejects it for good (`bad_request`, `forbidden`). On every
  *   (re)connect the pending events are sent first, in order, then new ones as they come.
@@ -26,6 +26,7 @@ import {
   PROTOCOL_VERSION,
   WIRE,
   type AuthPayload,
+  type Capabilities,
   type ControlResponse,
   type EventEnvelope,
   type ExecResponse,
@@ -62,6 +63,8 @@ export interface BridgeOptions {
   ackTimeoutMs?: number
   /** Answers `control` requests; without one they get a `bad_request` error. */
   control?: ControlHandler
+  /** What the bot's channel can do, sent in the auth payload as `capabilities`. */
+  capabilities?: Capabilities
   /** Randomness of the reconnect jitter (tests). */
   random?: () => number
   /** Extra socket.io-client options (tests). */
@@ -103,6 +106,7 @@ export class Bridge {
       protocol: PROTOCOL_VERSION,
       bot: options.botName,
     }
+    if (options.capabilities !== undefined) auth.capabilities = options.capabilities
     this.socket = io(options.url, {
       autoConnect: false,
       transports: ['websocket'],

@@ -10,7 +10,14 @@ import { parseArgs } from 'node:util'
 import { MAX_BOT_NAME_LENGTH } from './protocol.js'
 
 export interface MetaPuppetConfig {
-  server: { host: string; port: number; token: string | null; puppet_token: string | null }
+  server: {
+    host: string
+    port: number
+    token: string | null
+    puppet_token: string | null
+    /** server.data_dir (shared with the Python side); absolute once loaded. */
+    data_dir: string
+  }
   client: {
     url: string | null
     bot: string
@@ -30,6 +37,8 @@ export interface MetaPuppetConfig {
   }
   puppet: { name: string; token: string | null; options: Record<string, unknown> }
   mock: { user_name: string }
+  /** The folder relative paths are resolved against: the config file's, else the working one. */
+  base_dir: string
 }
 
 export interface ResolvedConfig {
@@ -64,14 +73,14 @@ export const USAGE = [
   '',
   'env overrides: METAPUPPET_URL, METAPUPPET_HOST, METAPUPPET_PORT, METAPUPPET_TOKEN,',
   '  METAPUPPET_PUPPET_TOKEN, METAPUPPET_BOT, METAPUPPET_PUPPET, METAPUPPET_PUPPET_SERVICE_TOKEN,',
-  '  METAPUPPET_OUTBOX_PATH, METAPUPPET_LOG_LEVEL (debug|info|warn|error)',
+  '  METAPUPPET_OUTBOX_PATH, METAPUPPET_DATA_DIR, METAPUPPET_LOG_LEVEL (debug|info|warn|error)',
 ].join('\n')
 
 export const MOCK_PUPPET_NAMES: readonly string[] = ['wechaty-puppet-mock', 'mock']
 
 export function defaultConfig(): MetaPuppetConfig {
   return {
-    server: { host: '127.0.0.1', port: 8080, token: null, puppet_token: null },
+    server: { host: '127.0.0.1', port: 8080, token: null, puppet_token: null, data_dir: resolve('data') },
     client: {
       url: null,
       bot: 'metapuppet',
@@ -87,6 +96,7 @@ export function defaultConfig(): MetaPuppetConfig {
     },
     puppet: { name: 'wechaty-puppet-mock', token: null, options: {} },
     mock: { user_name: 'MetaPuppet Bot' },
+    base_dir: process.cwd(),
   }
 }
 
@@ -127,9 +137,14 @@ export function loadConfig(options: LoadOptions = {}): ResolvedConfig {
 
   const config = defaultConfig()
   const configPath = findConfigFile(cli.configPath, env, cwd)
+  config.base_dir = configPath === null ? cwd : dirname(configPath)
+  let dataDir = 'data'
   if (configPath !== null) {
-    mergeFile(config, readJsonFile(configPath), configPath)
+    dataDir = mergeFile(config, readJsonFile(configPath), configPath) ?? dataDir
   }
+  dataDir = nonEmpty(env.METAPUPPET_DATA_DIR) ?? dataDir
+  // Like the Python side: relative to the config file's folder (or the working one), env or not.
+  config.server.data_dir = resolve(config.base_dir, dataDir)
   applyEnv(config, env, cwd)
 
   if (config.client.bot.trim() === '' || config.client.bot.length > MAX_BOT_NAME_LENGTH) {
@@ -193,7 +208,8 @@ function nonEmpty(value: string | undefined): string | null {
   return value === undefined || value.trim() === '' ? null : value
 }
 
-function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): void {
+/** Merges the file into `config`; returns its raw server.data_dir, if it has one. */
+function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): string | undefined {
   const bad = (key: string, expected: string, got: unknown): never => {
     const shown = key.endsWith('token') ? typeof got : JSON.stringify(got)
     throw new ConfigError(`config file ${path}: ${key} must be ${expected} (got ${shown})`)
@@ -232,6 +248,7 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): void 
   if (token !== undefined) config.server.token = token
   const puppetToken = str(server, 'server', 'puppet_token', true)
   if (puppetToken !== undefined) config.server.puppet_token = puppetToken
+  const dataDir = str(server, 'server', 'data_dir', false) ?? undefined
 
   const client = section('client')
   const url = str(client, 'client', 'url', true)
@@ -272,6 +289,7 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): void 
   if (config.client.reconnect_delay_max_ms < config.client.reconnect_delay_ms) {
     config.client.reconnect_delay_max_ms = config.client.reconnect_delay_ms
   }
+  return dataDir
 }
 
 function applyEnv(config: MetaPuppetConfig, env: NodeJS.ProcessEnv, cwd: string): void {

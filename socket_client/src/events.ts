@@ -4,28 +4,35 @@
  * Payloads hold ids and puppet payloads, never live objects. Conversions run one after the
  * other so envelopes leave in the order Wechaty emitted the events; every lookup is best
  * effort (a failed lookup yields a null field, never a lost event).
+ *
+ * Envelope ids are random UUIDs, except for `message`: `msg:<Wechaty message id>`, so the
+ * same WeChat message delivered twice (a puppet re-reading after a crash) is a duplicate the
+ * server drops. A puppet with `metapuppetDelivered(id)` is told when a message's envelope was
+ * handed on (the ilink puppet moves its cursor only then).
  */
-import { randomUUID } from 'node:crypto'
+import { createHash, randomUUID } from 'node:crypto'
 import qrcodeTerminal from 'qrcode-terminal'
 import { types, type Wechaty } from 'wechaty'
 import type { Contact, ContactSelf, Friendship, Message, Room, RoomInvitation } from 'wechaty/users'
 import type { Logger } from './log.js'
-import type {
-  ContactRef,
-  ErrorEventPayload,
-  EventEnvelope,
-  EventName,
-  FriendshipEventPayload,
-  Json,
-  JsonObject,
-  LoginEventPayload,
-  LogoutEventPayload,
-  MessageEventPayload,
-  RoomInviteEventPayload,
-  RoomJoinEventPayload,
-  RoomLeaveEventPayload,
-  RoomTopicEventPayload,
-  ScanEventPayload,
+import {
+  MAX_ID_LENGTH,
+  type Capabilities,
+  type ContactRef,
+  type ErrorEventPayload,
+  type EventEnvelope,
+  type EventName,
+  type FriendshipEventPayload,
+  type Json,
+  type JsonObject,
+  type LoginEventPayload,
+  type LogoutEventPayload,
+  type MessageEventPayload,
+  type RoomInviteEventPayload,
+  type RoomJoinEventPayload,
+  type RoomLeaveEventPayload,
+  type RoomTopicEventPayload,
+  type ScanEventPayload,
 } from './protocol.js'
 import { toWire } from './serialize.js'
 
@@ -40,22 +47,47 @@ export interface AttachEventsOptions {
   emit: (envelope: EventEnvelope) => void
   /** How long one lookup (a name, a topic, ...) may take before it is given up. */
   lookupTimeoutMs?: number
+  /** What the channel can do; added to every `login` payload (null when not given). */
+  capabilities?: Capabilities | null
+}
+
+/** A puppet that wants to know when a message's event was handed on (the ilink puppet). */
+interface DeliveryAwarePuppet {
+  metapuppetDelivered?: (messageId: string) => void
+}
+
+/** Envelope id of a `message` event: stable for the same Wechaty message id. */
+export function messageEventId(messageId: string): string {
+  const id = `msg:${messageId}`
+  if (messageId !== '' && id.length <= MAX_ID_LENGTH) return id
+  return `msg:h${createHash('sha256').update(messageId).digest('hex')}`
 }
 
 /** Attaches a listener for every forwarded Wechaty event; returns a function detaching them. */
 export function attachEvents(options: AttachEventsOptions): () => void {
   const { bot, botName, log, isMock, emit } = options
   const lookupMs = options.lookupTimeoutMs ?? 5_000
+  const capabilities = options.capabilities ?? null
+  /** Tells the puppet the message's envelope was handed on, if it wants to know (bot.puppet exists only after start). */
+  const delivered = (messageId: string): void => {
+    let puppet: DeliveryAwarePuppet
+    try {
+      puppet = bot.puppet as unknown as DeliveryAwarePuppet
+    } catch {
+      return
+    }
+    if (typeof puppet.metapuppetDelivered === 'function') puppet.metapuppetDelivered(messageId)
+  }
   let chain: Promise<void> = Promise.resolve()
 
   /** Queues one event: stamps it now, converts it in order, then emits it. */
-  const forward = (name: EventName, build: () => Promise<JsonObject> | JsonObject): void => {
-    const id = randomUUID()
+  const forward = (name: EventName, build: () => Promise<JsonObject> | JsonObject, id: string = randomUUID(), after?: () => void): void => {
     const ts = Date.now()
     chain = chain
       .then(build)
       .then((payload) => emit({ id, bot: botName, name, payload, ts }))
       .catch((e: unknown) => log.warn('could not forward %s event: %s', name, errorText(e)))
+      .finally(after)
   }
 
   const lookup = <T>(what: Promise<T> | (() => T), fallback: T): Promise<T> => settle(what, fallback, lookupMs)
@@ -68,7 +100,13 @@ export function attachEvents(options: AttachEventsOptions): () => void {
   const roomTopic = (room: Room): Promise<string> => lookup(room.topic(), '')
 
   const listeners = {
-    message: (message: Message) => forward('message', () => messagePayload(message, lookup, contactRef)),
+    message: (message: Message) =>
+      forward(
+        'message',
+        () => messagePayload(message, lookup, contactRef),
+        messageEventId(message.id),
+        () => delivered(message.id),
+      ),
 
     friendship: (friendship: Friendship) =>
       forward('friendship', async (): Promise<FriendshipEventPayload> => {
@@ -128,7 +166,7 @@ export function attachEvents(options: AttachEventsOptions): () => void {
       })),
 
     login: (user: ContactSelf) =>
-      forward('login', async (): Promise<LoginEventPayload> => ({ ...(await contactRef(user)) })),
+      forward('login', async (): Promise<LoginEventPayload> => ({ ...(await contactRef(user)), capabilities })),
 
     logout: (user: ContactSelf, reason?: string) =>
       forward('logout', async (): Promise<LogoutEventPayload> => ({
@@ -136,7 +174,7 @@ export function attachEvents(options: AttachEventsOptions): () => void {
         reason: reason ?? null,
       })),
 
-    scan: (qrcode: string, status: types.ScanStatus) => {
+    scan: (qrcode: string, status: types.ScanStatus, data?: string) => {
       const statusName = types.ScanStatus[status] ?? 'Unknown'
       if (isMock) {
         log.info('scan event from the mock puppet (status %s): nothing to scan', statusName)
@@ -146,7 +184,7 @@ export function attachEvents(options: AttachEventsOptions): () => void {
       } else {
         log.info('scan status: %s', statusName)
       }
-      forward('scan', (): ScanEventPayload => ({ qrcode, status, statusName }))
+      forward('scan', (): ScanEventPayload => ({ qrcode, status, statusName, data: typeof data === 'string' && data !== '' ? data : null }))
     },
 
     ready: () => forward('ready', () => ({})),

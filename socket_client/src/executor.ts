@@ -250,16 +250,22 @@ function cut(text: string, max: number): string {
 }
 
 function wireErrorOf(kind: ErrorKind, e: unknown): WireError {
+  let error: WireError | null = null
   if (e instanceof Error) {
-    return { kind, name: String(e.name), message: String(e.message), stack: typeof e.stack === 'string' ? e.stack : null }
-  }
-  if (typeof e === 'object' && e !== null) {
+    error = { kind, name: String(e.name), message: String(e.message), stack: typeof e.stack === 'string' ? e.stack : null }
+  } else if (typeof e === 'object' && e !== null) {
     const { name, message, stack } = e as Record<string, unknown>
     if (typeof name === 'string' && typeof message === 'string') {
-      return { kind, name, message, stack: typeof stack === 'string' ? stack : null }
+      error = { kind, name, message, stack: typeof stack === 'string' ? stack : null }
     }
   }
-  return { kind, name: 'NonError', message: describeThrown(e), stack: null }
+  if (error === null) return { kind, name: 'NonError', message: describeThrown(e), stack: null }
+  const code = (e as { code?: unknown }).code
+  if ((typeof code === 'number' && Number.isFinite(code)) || (typeof code === 'string' && code !== '')) {
+    // The thrown error's own code (e.g. ilink's -2 / -14), so Python need not parse the text.
+    error.code = typeof code === 'string' ? cut(code, 256) : code
+  }
+  return error
 }
 
 function describeThrown(e: unknown): string {

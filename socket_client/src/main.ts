@@ -50,7 +50,7 @@ async function main(argv: readonly string[]): Promise<void> {
     }
     throw e
   }
-  const { bot, mock, mocker, puppetName } = built
+  const { bot, mock, mocker, puppetName, capabilities } = built
 
   let outbox: Outbox
   try {
@@ -112,6 +112,7 @@ async function main(argv: readonly string[]): Promise<void> {
     botName,
     log,
     executor,
+    capabilities,
     reconnectDelayMs: config.client.reconnect_delay_ms,
     reconnectDelayMaxMs: config.client.reconnect_delay_max_ms,
     heartbeatMs: config.client.heartbeat_ms,
@@ -131,7 +132,7 @@ async function main(argv: readonly string[]): Promise<void> {
     onConnect: announceReady,
   })
 
-  attachEvents({ bot, botName, log, isMock: built.isMock, emit: (envelope) => bridge.send(envelope) })
+  attachEvents({ bot, botName, log, isMock: built.isMock, capabilities, emit: (envelope) => bridge.send(envelope) })
   bot.on('login', (user) => {
     loggedIn = true
     log.info('logged in as %s (%s) %d ms after process start', user.name(), user.id, Math.round(performance.now()))

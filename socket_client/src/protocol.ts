@@ -48,6 +48,38 @@ export interface AuthPayload {
   role: Role
   protocol: number
   bot?: string
+  /** What the bot's channel can do (puppet role). */
+  capabilities?: Capabilities
+}
+
+/** The send rule of a channel with a budget (iLink): the Python side enforces it. */
+export interface SendBudget extends JsonObject {
+  /** The user must write before the bot may send. */
+  user_first: boolean
+  /** Bot messages allowed per user message. */
+  per_user_message: number
+  /** Seconds after a user message during which the bot may answer it. */
+  window_s: number
+}
+
+/**
+ * What a bot's channel can do, reported at connect (auth `capabilities`) and in every `login`
+ * event payload (`capabilities`). The Python side refuses an unsupported call at once.
+ */
+export interface Capabilities extends JsonObject {
+  /** The puppet: "mock", "ilink", or the puppet package name. */
+  channel: string
+  rooms: boolean
+  friendships: boolean
+  contact_list: boolean
+  files: boolean
+  recall: boolean
+  typing: boolean
+  url_links: boolean
+  mini_programs: boolean
+  contact_cards: boolean
+  alias: boolean
+  send_budget: SendBudget | null
 }
 
 /** Every Wechaty event this client forwards. */
@@ -70,7 +102,11 @@ export type EventName = (typeof EVENT_NAMES)[number]
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json }
 export type JsonObject = { [key: string]: Json }
 
-/** Node → Python `event` payload. `id` is unique; the server drops duplicates by it. */
+/**
+ * Node → Python `event` payload. The server drops duplicates by `id`: it is unique per event,
+ * and for a `message` it is derived from the Wechaty message id (`msg:<id>`), so a message the
+ * puppet delivers again is recognised as a duplicate.
+ */
 export interface EventEnvelope<P extends JsonObject = JsonObject> {
   id: string
   bot: string
@@ -87,6 +123,8 @@ export interface WireError {
   name: string
   message: string
   stack: string | null
+  /** The thrown error's own `code` (e.g. ilink's -2 / -14), only when it had a number or string one. */
+  code?: number | string
 }
 
 /** The server's acknowledgement of an `event`; `error.kind` may be a server kind such as `forbidden` or `unavailable`. */
@@ -186,9 +224,13 @@ export interface RoomTopicEventPayload extends JsonObject {
 export interface LoginEventPayload extends JsonObject {
   id: string
   name: string
+  /** What the channel can do; null only when the client was built without capabilities. */
+  capabilities: Capabilities | null
 }
 
-export interface LogoutEventPayload extends LoginEventPayload {
+export interface LogoutEventPayload extends JsonObject {
+  id: string
+  name: string
   reason: string | null
 }
 
@@ -196,6 +238,8 @@ export interface ScanEventPayload extends JsonObject {
   qrcode: string
   status: number
   statusName: string
+  /** The puppet's own word for the state, when it gives one (ilink: "wait", "scaned", "need_verifycode", ...). */
+  data: string | null
 }
 
 export interface ErrorEventPayload extends JsonObject {

@@ -2,12 +2,17 @@
  * Builds the Wechaty bot for the configured puppet.
  *
  * "wechaty-puppet-mock" (or "mock") runs offline: a Mocker, a PuppetMock and a MockKit to drive
- * it. Any other name is handed to Wechaty with `{token, ...options}` as puppet options.
+ * it. "ilink" is MetaPuppet's own puppet for the official bot API (src/puppets/ilink/). Any
+ * other name is handed to Wechaty with `{token, ...options}` as puppet options.
  */
 import { log as wechatyLog, WechatyBuilder, type Wechaty } from 'wechaty'
 import { PuppetMock, mock } from 'wechaty-puppet-mock'
+import { allCapabilities, mockCapabilities } from './capabilities.js'
 import { ConfigError, MOCK_PUPPET_NAMES, type MetaPuppetConfig } from './config.js'
+import { createLogger } from './log.js'
 import { MockKit } from './mockkit.js'
+import type { Capabilities } from './protocol.js'
+import { ILINK_PUPPET_NAMES, buildIlinkPuppet } from './puppets/ilink/index.js'
 
 export interface BuiltBot {
   bot: Wechaty
@@ -17,6 +22,8 @@ export interface BuiltBot {
   mocker: mock.Mocker | null
   /** The MockKit driving the mock (mock mode only); log in with `mock.login()` after `bot.start()`. */
   mock: MockKit | null
+  /** What the channel can do (sent at connect and in `login`). */
+  capabilities: Capabilities
 }
 
 /** Keeps Wechaty's own (very chatty) logger at warn unless WECHATY_LOG asks otherwise. */
@@ -34,7 +41,13 @@ export async function buildBot(config: MetaPuppetConfig): Promise<BuiltBot> {
     const bot = WechatyBuilder.build({ puppet })
     guardErrors(bot)
     const kit = new MockKit(mocker, puppet, config.mock.user_name)
-    return { bot, puppetName, isMock: true, mocker, mock: kit }
+    return { bot, puppetName, isMock: true, mocker, mock: kit, capabilities: mockCapabilities() }
+  }
+  if (ILINK_PUPPET_NAMES.includes(puppetName)) {
+    const { puppet, capabilities } = buildIlinkPuppet(config, createLogger(config.client.bot))
+    const bot = WechatyBuilder.build({ puppet })
+    guardErrors(bot)
+    return { bot, puppetName, isMock: false, mocker: null, mock: null, capabilities }
   }
 
   await requirePuppetPackage(puppetName)
@@ -45,7 +58,7 @@ export async function buildBot(config: MetaPuppetConfig): Promise<BuiltBot> {
     puppetOptions,
   })
   guardErrors(bot)
-  return { bot, puppetName, isMock: false, mocker: null, mock: null }
+  return { bot, puppetName, isMock: false, mocker: null, mock: null, capabilities: allCapabilities(puppetName) }
 }
 
 /**

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { reconnectDelay } from '../src/backoff.js'
 import { Executor } from '../src/executor.js'
+import { mockCapabilities } from '../src/capabilities.js'
 import { silentLogger } from '../src/log.js'
 import { Outbox } from '../src/outbox.js'
 import type { EventEnvelope } from '../src/protocol.js'
@@ -121,6 +122,15 @@ describe('Bridge', () => {
     assert.equal(thrown.error.kind, 'runtime')
     const data = { a: [1, 'two', { three: null }], s: '`${x}`' }
     assert.deepEqual(await socket.timeout(2000).emitWithAck('echo', data), data)
+  })
+
+  it('sends the channel capabilities in the auth payload', async () => {
+    const server = await startServer()
+    const capabilities = mockCapabilities()
+    const bridge = startBridge(server.url, { capabilities })
+    bridge.start()
+    await until(() => server.sockets.length === 1, 'a connection')
+    assert.deepEqual(server.sockets[0]!.handshake.auth, { token: 'good', role: 'puppet', protocol: 1, bot: 'bridge-bot', capabilities })
   })
 
   it('sends events queued while offline, in order, once connected', async () => {

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { ConfigError, loadConfig, parseCli } from '../src/config.js'
+import { DEFAULT_SEND_BUDGET, parseIlinkOptions } from '../src/puppets/ilink/options.js'
+import { buildBot } from '../src/puppet.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'metapuppet-config-'))
 after(() => rmSync(dir, { recursive: true, force: true }))
@@ -156,5 +158,86 @@ describe('config', () => {
     assert.equal(fromEnv.config.client.outbox_path, join(emptyCwd, 'env.jsonl'))
     const bad = writeConfig('bad-outbox.json', { server: { token: 't' }, client: { outbox_max_events: 0 } })
     assert.match(configError(() => loadConfig({ argv: ['--config', bad], env: {}, cwd: emptyCwd })).message, /client\.outbox_max_events must be an integer between 1 and/)
+  })
+
+  it('resolves server.data_dir like the Python side: against the config file’s folder, env included', () => {
+    const sub = mkdtempSync(join(dir, 'data-'))
+    const path = join(sub, 'config.json')
+    writeFileSync(path, JSON.stringify({ server: { token: 't', data_dir: 'state' } }))
+    assert.equal(loadConfig({ argv: ['--config', path], env: {}, cwd: emptyCwd }).config.server.data_dir, join(sub, 'state'))
+    assert.equal(loadConfig({ argv: ['--config', path], env: { METAPUPPET_DATA_DIR: 'other' }, cwd: emptyCwd }).config.server.data_dir, join(sub, 'other'))
+    assert.equal(loadConfig({ env: { METAPUPPET_TOKEN: 'x' }, cwd: emptyCwd }).config.server.data_dir, join(emptyCwd, 'data'))
+    const abs = writeConfig('abs-data.json', { server: { token: 't', data_dir: '/srv/mp' } })
+    assert.equal(loadConfig({ argv: ['--config', abs], env: {}, cwd: emptyCwd }).config.server.data_dir, '/srv/mp')
+  })
+})
+
+describe('ilink puppet options', () => {
+  const context = { serverDataDir: '/srv/data', bot: 'my bot/1', baseDir: '/etc/mp' }
+
+  it('defaults: the real hosts, <server.data_dir>/ilink/<bot>/, the iLink send budget', () => {
+    const o = parseIlinkOptions({}, context)
+    assert.equal(o.baseUrl, 'https://ilinkai.weixin.qq.com')
+    assert.equal(o.cdnBaseUrl, 'https://novac2c.cdn.weixin.qq.com/c2c')
+    assert.equal(o.dataDir, '/srv/data/ilink/my_bot_1')
+    assert.equal(o.longPollTimeoutMs, 35_000)
+    assert.deepEqual(o.sendBudget, DEFAULT_SEND_BUDGET)
+    assert.deepEqual(o.sendBudget, { user_first: true, per_user_message: 10, window_s: 86_400 })
+  })
+
+  it('reads every option; a relative data_dir is relative to the config file', () => {
+    const o = parseIlinkOptions(
+      {
+        base_url: 'http://127.0.0.1:9000/',
+        cdn_base_url: 'http://127.0.0.1:9000/c2c',
+        data_dir: 'ilink-state',
+        long_poll_timeout_ms: 5000,
+        bot_agent: 'MyBot/1.2 (test)',
+        send_budget: { user_first: false, per_user_message: 3, window_s: 3600 },
+        retry_delay_ms: 10,
+        retry_delay_max_ms: 5,
+        max_file_bytes: 1000,
+      },
+      context,
+    )
+    assert.equal(o.baseUrl, 'http://127.0.0.1:9000')
+    assert.equal(o.dataDir, '/etc/mp/ilink-state')
+    assert.equal(o.botAgent, 'MyBot/1.2 (test)')
+    assert.deepEqual(o.sendBudget, { user_first: false, per_user_message: 3, window_s: 3600 })
+    assert.deepEqual([o.retryDelayMs, o.retryDelayMaxMs, o.maxFileBytes], [10, 10, 1000])
+  })
+
+  it('refuses bad options with errors naming the key', () => {
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [{ base_url: 'ftp://x' }, /puppet\.options\.base_url must be an http\(s\) URL/],
+      [{ base_url: 'not a url' }, /base_url must be an http\(s\) URL/],
+      [{ cdn_base_url: 5 }, /cdn_base_url must be/],
+      [{ long_poll_timeout_ms: 10 }, /long_poll_timeout_ms must be an integer between 1000 and 300000/],
+      [{ bot_agent: 'ünïcode' }, /bot_agent must be a non-empty printable ASCII string/],
+      [{ send_budget: { per_user_message: 0 } }, /send_budget\.per_user_message must be an integer between 1 and/],
+      [{ send_budget: { user_first: 'yes' } }, /send_budget\.user_first must be true or false/],
+      [{ send_budget: { window: 1 } }, /unknown key puppet\.options\.send_budget\.window/],
+      [{ send_budget: [] }, /send_budget must be an object/],
+      [{ basse_url: 'x' }, /unknown ilink option puppet\.options\.basse_url \(known: base_url/],
+      [{ data_dir: '' }, /data_dir must be a non-empty path/],
+    ]
+    for (const [raw, message] of cases) {
+      assert.match(configError(() => parseIlinkOptions(raw, context)).message, message, JSON.stringify(raw))
+    }
+  })
+
+  it('buildBot: "ilink" builds the ilink puppet with its capabilities; a bad option is a ConfigError', async () => {
+    const config = loadConfig({ env: { METAPUPPET_TOKEN: 'x' }, cwd: emptyCwd }).config
+    config.puppet = { name: 'ilink', token: null, options: { send_budget: { per_user_message: 5 } } }
+    const built = await buildBot(config)
+    assert.equal(built.puppetName, 'ilink')
+    assert.equal(built.isMock, false)
+    assert.equal(built.capabilities.channel, 'ilink')
+    assert.deepEqual([built.capabilities.rooms, built.capabilities.files, built.capabilities.typing], [false, true, true])
+    assert.deepEqual(built.capabilities.send_budget, { user_first: true, per_user_message: 5, window_s: 86_400 })
+    config.puppet.options = { bogus: 1 }
+    await assert.rejects(buildBot(config), (e: unknown) => e instanceof ConfigError && /unknown ilink option/.test(e.message))
+    const mock = await buildBot(loadConfig({ env: { METAPUPPET_TOKEN: 'x' }, cwd: emptyCwd }).config)
+    assert.deepEqual([mock.capabilities.channel, mock.capabilities.typing, mock.capabilities.send_budget, mock.capabilities.rooms], ['mock', false, null, true])
   })
 })

@@ -104,6 +104,23 @@ describe('Executor errors', () => {
     assert.match(error.stack ?? '', /TypeError: boom: because/)
   })
 
+  it('carries a thrown error’s numeric or string code (ilink -2 / -14), and only then', async () => {
+    const executor = newExecutor()
+    const numeric = errorOf(await executor.run({ code: 'throw Object.assign(new Error("sendmessage refused (ret=-2)"), { code: -2 })' }))
+    assert.equal(numeric.code, -2)
+    assert.equal(numeric.message, 'sendmessage refused (ret=-2)')
+    const text = errorOf(await executor.run({ code: 'class ILinkError extends Error { code = "no_context_token" }; throw new ILinkError("window closed")' }))
+    assert.equal(text.code, 'no_context_token')
+    const plain = errorOf(await executor.run({ code: 'throw new Error("no code")' }))
+    assert.equal('code' in plain, false)
+    for (const code of ['{ code: { nested: 1 } }', '{ code: "" }', '{ code: NaN }', '{ code: null }']) {
+      const odd = errorOf(await executor.run({ code: `throw Object.assign(new Error("x"), ${code})` }))
+      assert.equal('code' in odd, false, code)
+    }
+    // The rest of the wire error is unchanged.
+    assert.deepEqual(Object.keys(numeric).sort(), ['code', 'kind', 'message', 'name', 'stack'])
+  })
+
   it('reports thrown non-Error values readably', async () => {
     const executor = newExecutor()
     const cases: Array<[string, RegExp]> = [

@@ -29,6 +29,7 @@ export async function startMockBot(userName = 'MetaPuppet Bot'): Promise<MockBot
     botName: 'test-bot',
     log: silentLogger,
     isMock: true,
+    capabilities: built.capabilities,
     emit: (envelope) => {
       envelopes.push(envelope)
       for (const waiter of [...waiters]) waiter(envelope)

@@ -23,7 +23,14 @@ describe('mock bot end to end', () => {
 
   it('emits login with the bot user', async () => {
     const login = await m.waitForEvent('login')
-    assert.deepEqual(login.payload, { id: m.mock.userId, name: 'Integration Bot' })
+    assert.deepEqual(login.payload, {
+      id: m.mock.userId,
+      name: 'Integration Bot',
+      capabilities: {
+        channel: 'mock', rooms: true, friendships: true, contact_list: true, files: true, recall: true, typing: false,
+        url_links: true, mini_programs: true, contact_cards: true, alias: true, send_budget: null,
+      },
+    })
     assert.equal(login.bot, 'test-bot')
     assert.match(login.id, /^[0-9a-f-]{36}$/)
     assert.ok(Math.abs(login.ts - Date.now()) < 10_000)
@@ -34,6 +41,8 @@ describe('mock bot end to end', () => {
     const messageId = m.mock.say(aliceId, { text: 'hello bot' }, null)
     assert.equal(typeof messageId, 'string')
     const event = await m.waitForEvent('message', (e) => e.payload.id === messageId)
+    // A message's envelope id comes from its Wechaty id: a re-delivery is a duplicate the server drops.
+    assert.equal(event.id, `msg:${messageId}`)
     const p = event.payload
     assert.equal(p.text, 'hello bot')
     assert.equal(p.self, false)
