@@ -29,14 +29,16 @@ from .errors import (
     AmbiguousBot,
     ConfigError,
     MetaPuppetError,
+    NotSupported,
     ProtocolError,
     PuppetDisconnected,
     PuppetNotConnected,
+    SendWindowClosed,
     SnippetCompileError,
     SnippetError,
     SnippetTimeout,
 )
-from .protocol import PROTOCOL_VERSION, BotEvent
+from .protocol import PROTOCOL_VERSION, BotEvent, Capabilities, SendBudget
 from .ratelimit import Rate, RateLimiter
 from .robot import RobotBase, TestBot
 from .server import SocketServerCore
@@ -70,6 +72,7 @@ __all__ = [
     "AmbiguousBot",
     "BaseStorage",
     "BotEvent",
+    "Capabilities",
     "Config",
     "ConfigError",
     "Contact",
@@ -90,6 +93,7 @@ __all__ = [
     "MessageType",
     "MetaPuppetError",
     "MiniProgram",
+    "NotSupported",
     "ProtocolError",
     "PuppetDisconnected",
     "PuppetLink",
@@ -103,6 +107,8 @@ __all__ = [
     "Rooms",
     "Router",
     "SQLiteStorage",
+    "SendBudget",
+    "SendWindowClosed",
     "SideEffectFailed",
     "SideEffectInterrupted",
     "SnippetCompileError",

@@ -14,6 +14,7 @@ neither forgets what was sent nor reopens a closed window.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -27,14 +28,17 @@ from ._files import write_json
 from .errors import SendWindowClosed
 from .protocol import SendBudget
 
-__all__ = ["MAX_CONTACTS", "MAX_WINDOWS", "SendBudgets", "Window"]
+__all__ = ["MAX_TOTAL_WINDOWS", "MAX_WINDOWS", "SendBudgets", "Window"]
 
 log = logging.getLogger("MetaPuppet.budget")
 
-#: windows remembered per contact (the newest); older ones have long closed
-MAX_WINDOWS: Final = 16
-#: contacts remembered per process; the least recently active are forgotten first
-MAX_CONTACTS: Final = 100_000
+#: windows remembered per contact (the newest): a reply to an older message uses the newest
+MAX_WINDOWS: Final = 256
+#: windows remembered in all; the least recently active contacts are forgotten first
+MAX_TOTAL_WINDOWS: Final = 100_000
+#: changes reach the file at most this often (and at a stop); a crash in between can lose
+#: the last count, and then the channel's own refusal (ret -2) closes the window
+SAVE_DELAY_S: Final = 1.0
 FILE_FORMAT: Final = 1
 
 
@@ -57,6 +61,14 @@ class Window:
         return cls(str(message_id), float(opened_at), int(sent), refused)
 
 
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
+
+
 class SendBudgets:
     """The windows of every (bot, contact) on channels with a budget.
 
@@ -68,7 +80,9 @@ class SendBudgets:
         self.path = path
         self.clock = clock
         self._windows: OrderedDict[tuple[str, str], list[Window]] = OrderedDict()
+        self._count = 0
         self._loaded = False
+        self._save_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ the user writes
 
@@ -77,15 +91,18 @@ class SendBudgets:
         self._load()
         key = (bot, contact)
         windows = self._windows.pop(key, [])
+        self._windows[key] = windows  # the most recently active contact comes last
         if any(w.message_id == message_id for w in windows):
-            self._windows[key] = windows  # the same message again: nothing new
-            return
+            return  # the same message again: nothing new
         windows.append(Window(message_id, sent_at))
         windows.sort(key=lambda w: w.opened_at)
-        del windows[:-MAX_WINDOWS]
-        self._windows[key] = windows
-        while len(self._windows) > MAX_CONTACTS:
-            self._windows.popitem(last=False)
+        self._count += 1
+        if len(windows) > MAX_WINDOWS:
+            self._count -= len(windows) - MAX_WINDOWS
+            del windows[:-MAX_WINDOWS]
+        while self._count > MAX_TOTAL_WINDOWS and len(self._windows) > 1:
+            _, forgotten = self._windows.popitem(last=False)
+            self._count -= len(forgotten)
         self._save()
 
     # ------------------------------------------------------------------ the bot sends
@@ -107,11 +124,10 @@ class SendBudgets:
         if window.refused is not None:
             raise SendWindowClosed(bot, contact, window.refused, closed_at=window.opened_at)
         if self.clock() >= closes:
-            hours = rules.window_s / 3600
             raise SendWindowClosed(
                 bot,
                 contact,
-                f"the window of {hours:g} h after the user's message closed at "
+                f"the window of {_duration(rules.window_s)} after the user's message closed at "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(closes))}",
                 closed_at=closes,
             )
@@ -186,13 +202,31 @@ class SendBudgets:
             data = json.loads(self.path.read_text(encoding="utf-8"))
             for entry in data["windows"]:
                 bot, contact, windows = entry
-                self._windows[(str(bot), str(contact))] = [Window.from_wire(w) for w in windows]
+                loaded = [Window.from_wire(w) for w in windows][-MAX_WINDOWS:]
+                self._windows[(str(bot), str(contact))] = loaded
+                self._count += len(loaded)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.error("could not read the send budgets in %s (%s); starting afresh", self.path, exc)
             self._windows.clear()
+            self._count = 0
 
     def _save(self) -> None:
-        if self.path is None:
+        """Write the windows soon (at most every :data:`SAVE_DELAY_S`), or now without a loop."""
+        if self.path is None or self._save_timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._save_timer = loop.call_later(SAVE_DELAY_S, self.flush)
+
+    def flush(self) -> None:
+        """Write the windows to the file now (a stop calls it)."""
+        if self._save_timer is not None:
+            self._save_timer.cancel()
+            self._save_timer = None
+        if self.path is None or not self._loaded:
             return
         windows = [
             [bot, contact, [w.to_wire() for w in items]]

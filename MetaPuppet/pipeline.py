@@ -115,6 +115,7 @@ class EventPipeline:
     def close(self) -> None:
         """Save what must survive a restart and end the background tasks."""
         self._save_seen_ids()
+        self.api.budgets.flush()
         for task in list(self._background):
             task.cancel()
 

@@ -145,7 +145,8 @@ describe('Executor errors', () => {
     assert.equal(error.kind, 'timeout')
     assert.equal(error.name, 'SnippetTimeout')
     assert.equal(error.message, 'snippet did not finish within 150 ms')
-    assert.ok(elapsed >= 145 && elapsed < 250, `took ${elapsed} ms`)
+    // the upper bound is generous: a busy 2-core machine delays timers; a hang would be far longer
+    assert.ok(elapsed >= 145 && elapsed < 1000, `took ${elapsed} ms`)
   })
 
   it('reports a result that cannot be serialised as a serialize error', async () => {

@@ -204,6 +204,7 @@ class World:
         self.qrcodes[qrcode] = qr
         while len(self.qrcodes) > MAX_QRCODES:
             self.qrcodes.popitem(last=False)
+        self.notify()  # wakes wait_qr
         return qr
 
     def qr(self, qrcode: str | None = None) -> QrLogin:

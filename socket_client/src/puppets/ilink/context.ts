@@ -20,6 +20,9 @@ export interface ChosenToken {
   messageId: string
 }
 
+/** Per-message tokens kept on disk, so a reply after a restart uses its message's token. */
+export const PERSISTED_MESSAGE_TOKENS = 1_000
+
 interface MessageToken {
   userId: string
   token: string
@@ -84,6 +87,15 @@ export class ContextTokens {
       )
     }
     return chosen
+  }
+
+  /** The newest per-message tokens, oldest first: what a restart needs to answer them. */
+  messageSnapshot(limit = PERSISTED_MESSAGE_TOKENS): Array<[string, string, string]> {
+    return [...this.byMessage.entries()].slice(-limit).map(([id, m]) => [id, m.userId, m.token])
+  }
+
+  loadMessages(entries: ReadonlyArray<readonly [string, string, string]>): void {
+    for (const [id, userId, token] of entries) this.byMessage.set(id, { userId, token })
   }
 
   load(entries: Map<string, ContextTokenEntry>): void {

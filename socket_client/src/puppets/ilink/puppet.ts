@@ -211,6 +211,7 @@ export class PuppetIlink extends UnsupportedIlinkApis {
     this.api.baseUrl = credentials.baseurl ?? this.ilink.baseUrl
     this.cursor = this.store.loadCursor(credentials.ilink_bot_id)
     this.tokens.load(this.store.loadContextTokens(credentials.ilink_bot_id))
+    this.tokens.loadMessages(this.store.loadMessageTokens(credentials.ilink_bot_id))
     this.expiredBy = null
     const session = new AbortController()
     this.session = session
@@ -313,7 +314,7 @@ export class PuppetIlink extends UnsupportedIlinkApis {
     const botId = this.credentials?.ilink_bot_id
     if (botId === undefined) return
     try {
-      this.store.saveContextTokens(botId, this.tokens.snapshot())
+      this.store.saveContextTokens(botId, this.tokens.snapshot(), this.tokens.messageSnapshot())
     } catch (e) {
       this.reporter.failure('store', new ILinkError(`cannot save the context tokens in ${this.store.dir}: ${describeError(e)}`, { code: 'store', endpoint: 'context tokens' }))
     }

@@ -116,9 +116,33 @@ export class IlinkStore {
     return result
   }
 
-  saveContextTokens(botId: string, tokens: Map<string, ContextTokenEntry>): void {
+  saveContextTokens(
+    botId: string,
+    tokens: Map<string, ContextTokenEntry>,
+    messages: ReadonlyArray<readonly [string, string, string]> = [],
+  ): void {
     const entries = [...tokens.entries()].slice(-MAX_CONTEXT_USERS)
-    this.write(FILES.contextTokens, { bot_id: botId, users: Object.fromEntries(entries), saved_at: Date.now() })
+    this.write(FILES.contextTokens, {
+      bot_id: botId,
+      users: Object.fromEntries(entries),
+      messages: messages.map((entry) => [...entry]),
+      saved_at: Date.now(),
+    })
+  }
+
+  /** The per-message tokens saved with the users' latest ones ([message id, user id, token]). */
+  loadMessageTokens(botId: string): Array<[string, string, string]> {
+    const data = this.read(FILES.contextTokens)
+    if (data === null || data.bot_id !== botId || !Array.isArray(data.messages)) return []
+    const result: Array<[string, string, string]> = []
+    for (const entry of data.messages) {
+      if (!Array.isArray(entry) || entry.length !== 3) continue
+      const [id, userId, token] = entry as unknown[]
+      if (typeof id === 'string' && typeof userId === 'string' && typeof token === 'string' && token !== '') {
+        result.push([id, userId, token])
+      }
+    }
+    return result
   }
 
   forgetContextTokens(): void {
