@@ -44,7 +44,6 @@ from .errors import (
 )
 from .presence import ClientInfo, Presence
 from .protocol import BotEvent
-from .ratelimit import RateLimiter
 from .web import WebHub
 from .wechaty import (
     Contacts,
@@ -332,9 +331,11 @@ class SocketServerCore:
         #: events accepted but not yet handled; past this, new events wait (never dropped)
         self.max_queued_events = max_queued_events
         #: consulted before every outgoing message: ``await rate_limiter.acquire(bot, chat)``;
-        #: "default" is a :class:`~MetaPuppet.ratelimit.RateLimiter` with WeChat-safe limits,
-        #: None sends at full speed (tests, benchmarks)
-        self.rate_limiter = RateLimiter() if rate_limiter == "default" else rate_limiter
+        #: "default" follows the config's ``server.rate_limit`` (WeChat-safe limits unless it
+        #: says otherwise), None sends at full speed (tests, benchmarks)
+        self.rate_limiter = (
+            self.config.rate_limiter() if rate_limiter == "default" else rate_limiter
+        )
 
         self.sio = _SocketIOServer(
             async_mode="aiohttp",

@@ -1,0 +1,334 @@
+"""What a new user meets first (issue 13): `serve --bot` targets, `init --token-only`, the
+rate-limit setting, `metapuppet client` and its signals, `make serve`/`make client`,
+and what `doctor` says about a puppet service."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from MetaPuppet import Config, Rate, SweetSocketServer
+from MetaPuppet.cli import _load_robot, describe_rate_limits
+from MetaPuppet.config import RateLimits, load_config, parse_rate_limit
+from MetaPuppet.errors import ConfigError
+from MetaPuppet.ratelimit import DEFAULT_PER_BOT, DEFAULT_PER_CHAT
+from MetaPuppet.robot import RobotBase
+from MetaPuppet.testing import NodeClient
+
+from .conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def metapuppet(
+    *args: str, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")}
+    return subprocess.run(
+        [sys.executable, "-m", "MetaPuppet", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# ------------------------------------------------------------------ item 6: serve --bot targets
+
+DECORATED_BOT = textwrap.dedent(
+    """
+    import pathlib
+
+    from MetaPuppet import RobotBase
+
+    MARKS = pathlib.Path(__file__).with_name("marks")
+    bot = RobotBase()
+
+
+    @bot.command("help")
+    async def help_(msg, args):
+        MARKS.mkdir(exist_ok=True)
+        (MARKS / "help").write_text(msg.text)
+        return "try: 开始"
+
+
+    async def speak_after_login(name, user):
+        # a mocked contact asks for help as soon as the bot is logged in
+        await bot.server.exec_snippet(
+            "const id = mock.contact('Alice'); mock.say(id, {text: '/help'}, null)", bot=name
+        )
+
+
+    bot.on_login = speak_after_login
+    """
+)
+
+TARGETS = textwrap.dedent(
+    """
+    from MetaPuppet import RobotBase
+
+    class Mine(RobotBase):
+        pass
+
+    def make():
+        return Mine(name="made")
+
+    def explodes():
+        raise RuntimeError("no settings")
+
+    def wrong():
+        return 42
+
+    instance = Mine(name="instance")
+    number = 3
+
+    class NotARobot:
+        pass
+    """
+)
+
+
+@pytest.fixture
+def bot_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    (tmp_path / "targets.py").write_text(TARGETS)
+    (tmp_path / "broken.py").write_text("x = 1\ny = undefined_name\n")
+    (tmp_path / "needs.py").write_text("import no_such_dependency_here\n")
+    monkeypatch.chdir(tmp_path)
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+
+
+def test_bot_takes_an_instance_a_class_or_a_factory(bot_dir: Path) -> None:
+    instance = _load_robot("targets:instance")
+    assert isinstance(instance, RobotBase) and instance.name == "instance"
+    assert type(_load_robot("targets:Mine")).__name__ == "Mine"
+    assert _load_robot("targets:make").name == "made"
+    assert _load_robot("targets.py:make").name == "made"  # a file path works too
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("targets", "--bot takes module:name"),
+        ("nosuch:bot", "cannot import 'nosuch': no such module"),
+        ("targets:missing", "targets has no 'missing'"),
+        ("targets:number", "targets:number is a value of type int, not a robot"),
+        ("targets:NotARobot", "the class NotARobot, not a RobotBase subclass"),
+        (
+            "targets:wrong",
+            "the factory targets:wrong() returned a value of type int, not a RobotBase",
+        ),
+        ("targets:explodes", "targets:explodes() failed: RuntimeError: no settings (targets.py"),
+        ("broken:bot", "importing broken failed: NameError: name 'undefined_name'"),
+        ("needs:bot", "No module named 'no_such_dependency_here' (needs.py line 1)"),
+    ],
+)
+def test_a_bad_bot_target_is_one_clear_line(bot_dir: Path, spec: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load_robot(spec)
+    assert expected in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_serve_reports_a_bad_target_in_one_line_without_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(
+        json.dumps({"server": {"token": "t" * 32, "port": free_port()}})
+    )
+    (tmp_path / "plain.py").write_text("bot = 'not a robot'\n")
+    result = metapuppet("serve", "--bot", "plain:bot", "--config", "config.json", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "metapuppet serve: plain:bot is a value of type str, not a robot; --bot takes "
+        "module:name, where name is a RobotBase instance, a subclass or a factory "
+        "(e.g. mybot:bot)"
+    ]
+
+
+@pytest.mark.e2e
+async def test_serve_runs_the_readme_decorator_bot_and_takes_the_rate_limit_flag(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "deco.py").write_text(DECORATED_BOT)
+    token, port = "t" * 32, free_port()
+    (tmp_path / "config.json").write_text(
+        json.dumps({"server": {"token": token, "port": port}, "client": {"bot": "deco"}})
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")}
+    serve = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "MetaPuppet", "serve", "--bot", "deco:bot"),
+        *("--config", "config.json", "--rate-limit", "per_chat=off,per_bot=30/1m:10"),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    node = NodeClient(
+        {"server": {"token": token}, "client": {"url": f"http://127.0.0.1:{port}", "bot": "deco"}}
+    )
+    try:
+        await node.start()
+        mark = tmp_path / "marks" / "help"
+        deadline = time.monotonic() + 60
+        while not mark.exists():
+            assert time.monotonic() < deadline, "the decorated command never ran"
+            assert serve.returncode is None
+            await asyncio.sleep(0.05)
+        assert mark.read_text() == "/help"
+        serve.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.wait_for(serve.communicate(), 30)
+        text = output.decode()
+        assert serve.returncode == 0, text
+        assert "MetaPuppet serving RobotBase on http://127.0.0.1:" in text
+        assert "outgoing rate limit: per chat: off; per bot: 10 at once, then 30 per 60 s" in text
+    finally:
+        if serve.returncode is None:
+            serve.kill()
+            await serve.wait()
+        await node.stop()
+
+
+# ------------------------------------------------------------------ item 14: the rate limit
+
+
+def test_the_rate_limit_setting_defaults_to_the_wechat_safe_limits() -> None:
+    assert Config().rate_limits == RateLimits(DEFAULT_PER_CHAT, DEFAULT_PER_BOT)
+    assert describe_rate_limits(Config().rate_limits) == (
+        "per chat: 5 at once, then 1 per 1 s; per bot: 20 at once, then 40 per 60 s"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("default", RateLimits()),
+        (None, RateLimits()),
+        ("off", None),
+        (False, None),
+        ("per_chat=2/1s:5", RateLimits(Rate(2, per=1.0, burst=5), DEFAULT_PER_BOT)),
+        ("per_bot=40/1m:20, per_chat=off", RateLimits(None, Rate(40, per=60.0, burst=20))),
+        ({"per_chat": "1/2s", "per_bot": None}, RateLimits(Rate(1, per=2.0, burst=1), None)),
+        ({"per_bot": "100/1h:30"}, RateLimits(DEFAULT_PER_CHAT, Rate(100, per=3600.0, burst=30))),
+    ],
+)
+def test_rate_limit_values(value: object, expected: RateLimits | None) -> None:
+    assert parse_rate_limit(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("fast", "'fast' is not NAME=RATE"),
+        ("per_room=1/1s", "unknown part 'per_room'"),
+        ("per_chat=lots", "server.rate_limit.per_chat: 'lots' is not COUNT/PERIOD[:BURST]"),
+        ("per_chat=1/1s:0", "burst must be at least 1"),
+        ("per_chat=0/1s", "positive count"),
+        (12, "must be a string or an object"),
+        ({"per_chat": 5}, 'server.rate_limit.per_chat must be a string like 1/1s:5, "off"'),
+    ],
+)
+def test_a_bad_rate_limit_names_the_problem(value: object, expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_rate_limit(value)
+    assert expected in str(caught.value)
+
+
+def test_the_server_follows_the_config_key_and_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"server": {"rate_limit": "off"}}))
+    config = load_config(tmp_path / "config.json", env={})
+    assert SweetSocketServer(config=config, token="t" * 32).rate_limiter is None
+    limited = SweetSocketServer(config=Config(), token="t" * 32).rate_limiter
+    assert limited is not None and limited.per_chat == DEFAULT_PER_CHAT
+    custom = load_config(env={"METAPUPPET_RATE_LIMIT": "per_chat=3/1s:6"})
+    limiter = custom.rate_limiter()
+    assert limiter is not None and limiter.per_chat == Rate(3, per=1.0, burst=6)
+    assert limiter.per_bot == DEFAULT_PER_BOT
+    (tmp_path / "bad.json").write_text(json.dumps({"server": {"rate_limit": "per_chat=x"}}))
+    with pytest.raises(ConfigError, match="server.rate_limit.per_chat: 'x'"):
+        load_config(tmp_path / "bad.json", env={})  # refused at load, not at the first send
+
+
+def test_a_bad_rate_limit_flag_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"server": {"token": "t" * 32}}))
+    result = metapuppet("serve", "--config", "config.json", "--rate-limit", "soon", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "metapuppet serve: --rate-limit: 'soon' is not NAME=RATE; use " + _rate_help()
+    ]
+
+
+def _rate_help() -> str:
+    from MetaPuppet.config import RATE_LIMIT_HELP
+
+    return RATE_LIMIT_HELP
+
+
+def test_pyproject_license_is_an_spdx_string() -> None:
+    """A TOML table for project.license makes every `pip install` warn (setuptools >= 77)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    requires = project["build-system"]["requires"]
+    assert "setuptools>=77" in requires, requires
+
+
+# ------------------------------------------------------------------ item 13: init --token-only
+
+
+def test_init_token_only_adds_a_token_and_keeps_everything_else(tmp_path: Path) -> None:
+    mine = {
+        "server": {"port": 9123, "data_dir": "state"},
+        "client": {"bot": "shop", "heartbeat_ms": 5000},
+        "puppet": {"name": "wechaty-puppet-service", "options": {"endpoint": "10.0.0.2:8788"}},
+        "admin_contacts": ["wxid_me"],
+    }
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(mine))
+    path.chmod(0o644)
+
+    refused = metapuppet("init", cwd=tmp_path)
+    assert refused.returncode == 2 and "already exists" in refused.stderr
+
+    doctor = metapuppet("doctor", "--config", "config.json", cwd=tmp_path)
+    assert "✗ a token is set" in doctor.stdout
+    assert "fix: run `metapuppet init --token-only --path config.json`" in doctor.stdout
+
+    added = metapuppet("init", "--token-only", cwd=tmp_path)
+    assert added.returncode == 0, added.stderr
+    assert "nothing else changed" in added.stdout
+    after = json.loads(path.read_text())
+    token = after["server"].pop("token")
+    assert len(token) >= 40 and after == mine
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert token not in added.stdout + added.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]  # no temporary file left
+
+    again = metapuppet("init", "--token-only", cwd=tmp_path)
+    assert again.returncode == 2 and "already has a server.token" in again.stderr
+    assert json.loads(path.read_text())["server"]["token"] == token
+
+    replaced = metapuppet("init", "--token-only", "--force", cwd=tmp_path)
+    assert replaced.returncode == 0, replaced.stderr
+    final = json.loads(path.read_text())
+    assert final["server"].pop("token") != token and final == mine
+
+
+def test_init_token_only_without_a_file_writes_a_new_one(tmp_path: Path) -> None:
+    result = metapuppet("init", "--token-only", "--path", "fresh.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "fresh.json").read_text())["server"]["token"]
+    assert stat.S_IMODE((tmp_path / "fresh.json").stat().st_mode) == 0o600
