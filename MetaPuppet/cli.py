@@ -210,6 +210,8 @@ def cmd_client(args: argparse.Namespace) -> int:
         env["METAPUPPET_OUTBOX_PATH"] = str(
             path if path.is_absolute() else config.path.resolve().parent / path
         )
+    # the client stops by itself if this process dies without forwarding a signal (SIGKILL)
+    env["METAPUPPET_PARENT_PID"] = str(os.getpid())
     return _run_forwarding_signals(command, cwd=client_dir, env=env)
 
 

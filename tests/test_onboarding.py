@@ -332,3 +332,83 @@ def test_init_token_only_without_a_file_writes_a_new_one(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "fresh.json").read_text())["server"]["token"]
     assert stat.S_IMODE((tmp_path / "fresh.json").stat().st_mode) == 0o600
+
+
+# ------------------------------------------------------------------ item 8: client and signals
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie waiting to be reaped counts as gone."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat_line[stat_line.rindex(")") + 2] != "Z"
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL])
+async def test_killing_metapuppet_client_never_orphans_the_node_process(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # nothing listens on the port: the client keeps retrying while its mock bot logs in
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "server": {"token": "t" * 32, "port": free_port()},
+                "client": {"bot": "orphan", "outbox_path": None},
+            }
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")}
+    client = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "MetaPuppet", "client", "--config", "config.json"),
+        cwd=tmp_path,
+        env=env | {"METAPUPPET_LOG_LEVEL": "info"},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert client.stderr is not None
+    log: list[str] = []
+    node: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not any("logged in as" in line for line in log):
+            assert time.monotonic() < deadline, "".join(log)
+            line = await asyncio.wait_for(client.stderr.readline(), 60)
+            assert line, "metapuppet client ended early:\n" + "".join(log)
+            log.append(line.decode())
+        node = _children(client.pid)
+        assert len(node) == 1 and _running(node[0])
+
+        client.send_signal(sig)
+        rest = await asyncio.wait_for(client.stderr.read(), 30)
+        log.append(rest.decode())
+        await asyncio.wait_for(client.wait(), 10)
+        deadline = time.monotonic() + 15
+        while _running(node[0]):
+            assert time.monotonic() < deadline, "the Node client outlived metapuppet client"
+            await asyncio.sleep(0.05)
+        text = "".join(log)
+        if sig == signal.SIGKILL:
+            assert "is gone (parent is now" in text and "stopping" in text, text
+        else:
+            # forwarded: the Node client stopped cleanly and its exit code came back
+            assert f"{sig.name} received: stopping" in text, text
+            assert client.returncode == 0, text
+    finally:
+        if client.returncode is None:
+            client.kill()
+            await client.wait()
+        for pid in node:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)

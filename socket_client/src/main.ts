@@ -13,6 +13,7 @@ import { Executor } from './executor.js'
 import { LivenessProbe } from './liveness.js'
 import { createLogger } from './log.js'
 import { Outbox, OutboxError } from './outbox.js'
+import { watchParent } from './parent.js'
 import { buildBot, type BuiltBot } from './puppet.js'
 
 const SHUTDOWN_TIMEOUT_MS = 5_000
@@ -142,13 +143,20 @@ async function main(argv: readonly string[]): Promise<void> {
     loggedIn = false
   })
 
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(signal, () => {
       if (shuttingDown) process.exit(0)
       log.info('%s received: stopping', signal)
       void shutdown(0)
     })
   }
+  watchParent({
+    onGone: (why) => {
+      log.warn('%s: stopping (nobody is left to stop this client)', why)
+      void shutdown(0)
+    },
+    onWarn: (message) => log.warn('%s', message),
+  })
   process.on('unhandledRejection', (reason) => {
     log.error('unhandled rejection: %s', reason instanceof Error ? reason.stack : reason)
   })
