@@ -40,6 +40,11 @@ export interface AttachEventsOptions {
   emit: (envelope: EventEnvelope) => void
   /** How long one lookup (a name, a topic, ...) may take before it is given up. */
   lookupTimeoutMs?: number
+  /**
+   * Takes over logging and forwarding `error` events (main.ts: redaction, the puppet supervisor,
+   * repeat suppression); `send` forwards one payload in order with the other events.
+   */
+  onError?: (payload: ErrorEventPayload, send: (payload: ErrorEventPayload) => void) => void
 }
 
 /** Attaches a listener for every forwarded Wechaty event; returns a function detaching them. */
@@ -66,6 +71,7 @@ export function attachEvents(options: AttachEventsOptions): () => void {
   })
 
   const roomTopic = (room: Room): Promise<string> => lookup(room.topic(), '')
+  const sendError = (payload: ErrorEventPayload): void => forward('error', () => payload)
 
   const listeners = {
     message: (message: Message) => forward('message', () => messagePayload(message, lookup, contactRef)),
@@ -159,6 +165,10 @@ export function attachEvents(options: AttachEventsOptions): () => void {
       }
       if (isMock && isSpuriousMockError(payload.message)) {
         log.debug('ignored mock puppet error: %s', payload.message)
+        return
+      }
+      if (options.onError !== undefined) {
+        options.onError(payload, sendError)
         return
       }
       log.warn('wechaty error: %s', payload.message)
