@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -343,7 +344,78 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 installed, f"puppet package {package}", f"cd {client_dir} && npm install {package}"
             )
         )
+    if puppet == SERVICE_PUPPET:
+        results.extend(_service_checks(config, os.environ))
     return 0 if all(results) else 1
+
+
+SERVICE_PUPPET = "wechaty-puppet-service"
+
+
+def _service_checks(config: Config, env: Mapping[str, str]) -> list[bool]:
+    """The puppet-service token has its ``prefix_`` form and the endpoint answers (TCP)."""
+    puppet = config.raw.get("puppet") or {}
+    options = puppet.get("options") or {}
+    raw_tls = options.get("tls")
+    tls: dict[str, Any] = raw_tls if isinstance(raw_tls, dict) else {}
+    token = puppet.get("token") or options.get("token") or env.get("WECHATY_PUPPET_SERVICE_TOKEN")
+    results = [
+        _check(
+            bool(token),
+            "a puppet-service token is set",
+            "set puppet.token in the config or METAPUPPET_PUPPET_SERVICE_TOKEN",
+        )
+    ]
+    if token:
+        cut = str(token).rfind("_")
+        results.append(
+            _check(
+                0 < cut < len(str(token)) - 1 or bool(tls.get("serverName")),
+                "the puppet-service token has the <prefix>_<secret> form",
+                "a puppet-service token reads like insecure_<uuid> (the prefix is the TLS "
+                "server name): use the whole token your provider gave, or set "
+                "puppet.options.tls.serverName",
+            )
+        )
+    endpoint = (
+        env.get("METAPUPPET_PUPPET_SERVICE_ENDPOINT")
+        or options.get("endpoint")
+        or env.get("WECHATY_PUPPET_SERVICE_ENDPOINT")
+    )
+    if not endpoint:
+        results.append(
+            _check(
+                False,
+                "a puppet-service endpoint is set",
+                'set puppet.options.endpoint to the service\'s host:port (e.g. "127.0.0.1:8788") '
+                "or METAPUPPET_PUPPET_SERVICE_ENDPOINT; token discovery does not work",
+            )
+        )
+        return results
+    host, sep, port = str(endpoint).rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        results.append(
+            _check(False, f"puppet-service endpoint {endpoint!r}", "give it as host:port")
+        )
+        return results
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            answered, why = True, ""
+    except OSError as exc:
+        answered, why = False, f": {exc.strerror or exc}"
+    disabled = tls.get("disable")
+    mode = "plain gRPC (tls.disable)" if disabled else "TLS"
+    results.append(
+        _check(
+            answered,
+            f"the puppet service at {endpoint} answers (TCP; the client will use {mode})"
+            + ("" if answered else f"{why}"),
+            "start the puppet service, or fix puppet.options.endpoint / "
+            "METAPUPPET_PUPPET_SERVICE_ENDPOINT",
+        )
+    )
+    return results
 
 
 def build_parser() -> argparse.ArgumentParser:

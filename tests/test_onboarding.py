@@ -412,3 +412,59 @@ async def test_killing_metapuppet_client_never_orphans_the_node_process(
         for pid in node:
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------ item 15: doctor and a service
+
+
+def _service_config(path: Path, **puppet: object) -> None:
+    path.write_text(
+        json.dumps(
+            {
+                "server": {"token": "t" * 32, "port": free_port()},
+                "puppet": {"name": "wechaty-puppet-service", **puppet},
+            }
+        )
+    )
+
+
+def test_doctor_checks_the_puppet_service_endpoint_and_token_form(tmp_path: Path) -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = listener.getsockname()[1]
+        _service_config(
+            tmp_path / "config.json",
+            token="insecure_0c8f3a0e-cb6a-4bd6-9d22-5a1b2f9c3e11",
+            options={"endpoint": f"127.0.0.1:{port}", "tls": {"disable": True}},
+        )
+        good = metapuppet("doctor", "--config", "config.json", cwd=tmp_path)
+        assert good.returncode == 0, good.stdout
+        assert "✓ the puppet-service token has the <prefix>_<secret> form" in good.stdout
+        assert (
+            f"✓ the puppet service at 127.0.0.1:{port} answers (TCP; the client will use "
+            "plain gRPC (tls.disable))" in good.stdout
+        )
+        assert "0c8f3a0e" not in good.stdout  # the token is never printed
+    finally:
+        listener.close()
+
+    closed = free_port()
+    _service_config(
+        tmp_path / "config.json", token="0c8f3a0ecb6a4bd6", options={"endpoint": f"[::1]:{closed}"}
+    )
+    bad = metapuppet("doctor", "--config", "config.json", cwd=tmp_path)
+    assert bad.returncode == 1
+    assert "✗ the puppet-service token has the <prefix>_<secret> form" in bad.stdout
+    assert "fix: a puppet-service token reads like insecure_<uuid>" in bad.stdout
+    assert f"✗ the puppet service at [::1]:{closed} answers (TCP; the client will use TLS)" in (
+        bad.stdout
+    )
+    assert "fix: start the puppet service, or fix puppet.options.endpoint" in bad.stdout
+
+    _service_config(tmp_path / "config.json", token="insecure_0c8f3a0ecb6a4bd6")
+    missing = metapuppet("doctor", "--config", "config.json", cwd=tmp_path)
+    assert missing.returncode == 1
+    assert "✗ a puppet-service endpoint is set" in missing.stdout
+    assert "set puppet.options.endpoint to the service's host:port" in missing.stdout
