@@ -468,3 +468,23 @@ def test_doctor_checks_the_puppet_service_endpoint_and_token_form(tmp_path: Path
     assert missing.returncode == 1
     assert "✗ a puppet-service endpoint is set" in missing.stdout
     assert "set puppet.options.endpoint to the service's host:port" in missing.stdout
+
+
+# ------------------------------------------------------------------ item 17: the puppet's state
+
+
+def test_the_heartbeat_puppet_state_reaches_the_client_list() -> None:
+    from MetaPuppet.presence import ClientInfo, Presence
+
+    presence = Presence(lambda info, old, new: None)
+    info = ClientInfo(sid="s1", role="puppet", bot="w4u", remote="127.0.0.1")
+    presence.connected(info)
+    state = {
+        "state": "retrying",
+        "message": "cannot reach WeChat: getaddrinfo ENOTFOUND login.wx.qq.com; retrying in 8 s",
+        "retry_in_s": 8,
+        "attempts": 4,
+    }
+    presence.heartbeat(info, {"source": "client", "uptime_s": 30, "puppet": state})
+    (listed,) = presence.list()
+    assert listed["puppet"] == state
