@@ -488,3 +488,42 @@ def test_the_heartbeat_puppet_state_reaches_the_client_list() -> None:
     presence.heartbeat(info, {"source": "client", "uptime_s": 30, "puppet": state})
     (listed,) = presence.list()
     assert listed["puppet"] == state
+
+
+# ------------------------------------------------------------------ item 12: after `make demo`
+
+
+def test_after_the_demo_users_are_told_how_to_reach_metapuppet(tmp_path: Path) -> None:
+    from MetaPuppet.demo import next_steps
+
+    bin_dir = Path(sys.executable).parent
+    outside = next_steps(path="/usr/bin:/bin", bin_dir=bin_dir)
+    assert f"`metapuppet` lives in {bin_dir}, which is not on your PATH" in outside
+    assert f"source {bin_dir.parent}/bin/activate" in outside
+    assert "make serve BOT=mybot:bot · make client" in outside
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "metapuppet").write_text("#!/bin/sh\n")
+    (fake / "metapuppet").chmod(0o755)
+    inside = next_steps(path=str(fake), bin_dir=fake)
+    assert "metapuppet serve --bot mybot:bot" in inside and "not on your PATH" not in inside
+
+
+def test_make_serve_and_client_run_the_venv_command() -> None:
+    def dry_run(*args: str) -> str:
+        result = subprocess.run(
+            ["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    assert dry_run("serve", "BOT=mybot:bot") == ".venv/bin/metapuppet serve --bot mybot:bot"
+    assert dry_run("client", "CONFIG=my.json").split() == [
+        ".venv/bin/metapuppet",
+        "client",
+        "--config",
+        "my.json",
+    ]
+    assert dry_run("init").split() == [".venv/bin/metapuppet", "init"]
+    readme = (ROOT / "README.md").read_text()
+    assert "source .venv/bin/activate" in readme and "make serve BOT=mybot:bot" in readme
