@@ -1,8 +1,8 @@
 /**
  * A puppet that cannot get through, and puppet errors that repeat.
  *
- * `PuppetSupervisor`: a puppet that fails before it ever gets through (no scan, no login) is
- * stopped and started again after a backoff (doubling, capped, jittered: backoff.ts), instead of
+ * `PuppetSupervisor`: a puppet that fails while it is not logged in (before its first scan, or
+ * waiting for one, or after a logout) is stopped and started again after a backoff (doubling, capped, jittered: backoff.ts), instead of
  * letting it spin. wechaty-puppet-wechat4u without a network restarts itself on every failed
  * request, hundreds of times a second when the connection is refused. Python hears ONE `error`
  * event per distinct cause ("cannot reach WeChat: …; retrying in N s", with `puppet` state), and
@@ -52,17 +52,20 @@ export class PuppetSupervisor {
 
   constructor(private readonly options: SupervisorOptions) {
     const { bot } = options
-    const up = (): void => this.gotThrough()
+    // A scan shows the puppet reached WeChat (state `running`), but only a login makes its
+    // errors ordinary ones: wechat4u waiting for a scan spins just the same when the network goes.
+    const scan = (): void => this.reached(false)
+    const login = (): void => this.reached(true)
     const down = (): void => {
       this.through = false
       if (!this.stopped && !this.recovering) this.set({ state: 'starting', message: null, retry_in_s: null })
     }
-    bot.on('scan', up)
-    bot.on('login', up)
+    bot.on('scan', scan)
+    bot.on('login', login)
     bot.on('logout', down)
     this.detach = () => {
-      bot.off('scan', up)
-      bot.off('login', up)
+      bot.off('scan', scan)
+      bot.off('login', login)
       bot.off('logout', down)
     }
   }
@@ -106,9 +109,9 @@ export class PuppetSupervisor {
     this.set({ state: 'stopped', retry_in_s: null })
   }
 
-  private gotThrough(): void {
-    this.through = true
-    if (this.stopped) return
+  private reached(loggedIn: boolean): void {
+    if (loggedIn) this.through = true
+    if (this.stopped || this.recovering) return
     if (this.health.attempts > 0) {
       this.options.log.info('the puppet got through to %s after %d failed starts', this.options.target, this.health.attempts)
     }
