@@ -247,7 +247,7 @@ export class ErrorGate {
     if (held === undefined) return
     this.held.delete(key)
     if (held.count === 0) return
-    const seconds = Math.round(this.options.intervalMs / 1000)
+    const seconds = Number((this.options.intervalMs / 1000).toFixed(1))
     this.options.forward({
       ...held.latest,
       message: `${held.latest.message} (${held.count} more times in the last ${seconds} s)`,
@@ -270,7 +270,7 @@ export class ErrorGate {
   private flushOverflow(): void {
     this.overflowTimer = undefined
     if (this.overflow === 0) return
-    const seconds = Math.round(this.options.intervalMs / 1000)
+    const seconds = Number((this.options.intervalMs / 1000).toFixed(1))
     this.options.forward({
       name: 'ErrorsSuppressed',
       message: `${this.overflow} more puppet errors in the last ${seconds} s were not forwarded (at most ${this.options.maxPerInterval ?? 30} per ${seconds} s)`,
