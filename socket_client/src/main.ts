@@ -17,7 +17,7 @@ import { watchParent } from './parent.js'
 import type { ErrorEventPayload, ExecResponse, PuppetHealth } from './protocol.js'
 import { buildBot, type BuiltBot } from './puppet.js'
 import { SERVICE_PUPPET_NAME } from './puppets/service.js'
-import { addSecret, redactDeep } from './secrets.js'
+import { addSecret, redactConsole, redactDeep } from './secrets.js'
 import { ErrorGate, PuppetSupervisor } from './supervisor.js'
 import { routeWechatyLogs } from './wechaty-log.js'
 
@@ -45,6 +45,7 @@ async function main(argv: readonly string[]): Promise<void> {
   for (const secret of [token, config.server.token, config.server.puppet_token, config.puppet.token]) addSecret(secret)
   addSecret(typeof config.puppet.options.token === 'string' ? config.puppet.options.token : null)
   addSecret(process.env.WECHATY_PUPPET_SERVICE_TOKEN)
+  redactConsole()
   const botName = config.client.bot
   const log = createLogger(botName)
   routeWechatyLogs(log)

@@ -6,6 +6,7 @@
  * feed. Every log line of this client (log.ts), Wechaty's own log lines (wechaty-log.ts), every
  * forwarded `error` event and every exec error pass through `redact`.
  */
+import { format } from 'node:util'
 
 /** What a secret is replaced with. */
 export const REDACTED = '<redacted>'
@@ -62,6 +63,26 @@ export function redactDeep<T>(value: T, depth = 0): T {
   for (const [key, v] of Object.entries(value as Record<string, unknown>)) out[key] = redactDeep(v, depth + 1)
   return out as T
 }
+
+/**
+ * Redacts what goes through `console` too: some packages print straight to it (wechaty-token's
+ * discovery errors quote the token's URL). Once per process; the QR code passes unchanged.
+ */
+export function redactConsole(target: Pick<Console, ConsoleMethod> = console): void {
+  if (redactedConsoles.has(target)) return
+  redactedConsoles.add(target)
+  for (const method of CONSOLE_METHODS) {
+    const original = target[method].bind(target)
+    target[method] = (...args: unknown[]) => {
+      if (pattern === null) original(...args)
+      else original(redact(format(...args)))
+    }
+  }
+}
+
+const CONSOLE_METHODS = ['log', 'info', 'warn', 'error', 'debug'] as const
+type ConsoleMethod = (typeof CONSOLE_METHODS)[number]
+const redactedConsoles = new WeakSet<object>()
 
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { after, it } from 'node:test'
 import { createLogger } from '../src/log.js'
 import type { ErrorEventPayload } from '../src/protocol.js'
-import { addSecret, clearSecrets, redact, redactDeep } from '../src/secrets.js'
+import { addSecret, clearSecrets, redact, redactConsole, redactDeep } from '../src/secrets.js'
 import { ErrorGate } from '../src/supervisor.js'
 import { wechatyLine } from '../src/wechaty-log.js'
 import { sleep } from './helpers.js'
@@ -27,6 +27,13 @@ it('redacts registered secrets in text, in nested payloads and in every log line
   log.warn('failed: %s', new Error('token insecure_5b0e6c1a-aaaa-bbbb refused'))
   assert.equal(lines.length, 1)
   assert.ok(lines[0]!.includes('<redacted>') && !lines[0]!.includes('5b0e6c1a'), lines[0])
+  // what packages print straight to the console
+  const printed: string[] = []
+  const sink = (...args: unknown[]): void => { printed.push(args.map(String).join(" ")) }
+  const fake = { log: sink, info: sink, warn: sink, error: sink, debug: sink }
+  redactConsole(fake)
+  fake.error('discover() endpoint<https://api.chatie.io/v0/hosties/%s> rejection', 'insecure_5b0e6c1a-aaaa-bbbb')
+  assert.deepEqual(printed, ['discover() endpoint<https://api.chatie.io/v0/hosties/<redacted>> rejection'])
 })
 
 it('forwards an identical error at most once per interval, then how often it came back', async () => {
