@@ -48,9 +48,11 @@ test-node: setup
 	cd $(CLIENT) && npm test
 
 check: setup
-	$(BIN)/ruff format --check MetaPuppet tests bench example
-	$(BIN)/ruff check MetaPuppet tests bench example
+	$(BIN)/ruff format --check MetaPuppet tests bench example scripts
+	$(BIN)/ruff check MetaPuppet tests bench example scripts
 	$(BIN)/mypy
+	$(BIN)/python scripts/check_imports.py
+	$(BIN)/python scripts/check_sizes.py
 	cd $(CLIENT) && npm run typecheck
 
 bench: setup

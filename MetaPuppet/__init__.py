@@ -24,7 +24,9 @@ from .dialog import (
     SideEffectInterrupted,
     UnexpectedAnswer,
 )
+from .dispatch import CONTINUE, Invocation, Router, log_calls, throttle
 from .errors import (
+    AmbiguousBot,
     ConfigError,
     MetaPuppetError,
     ProtocolError,
@@ -37,11 +39,11 @@ from .errors import (
 from .protocol import PROTOCOL_VERSION, BotEvent
 from .ratelimit import Rate, RateLimiter
 from .robot import RobotBase, TestBot
-from .router import CONTINUE, Invocation, Router, log_calls, throttle
-from .server import AmbiguousBot, PuppetLink, SocketServerCore
+from .server import SocketServerCore
 from .storage import BaseStorage, MemoryStorage, SQLiteStorage, StorageKey
 from .sweet import SweetSocketServer
-from .wechaty import (
+from .transport import FakePuppetLink, PuppetLink
+from .types import (
     Contact,
     ContactGender,
     Contacts,
@@ -78,6 +80,7 @@ __all__ = [
     "Dialog",
     "DialogError",
     "DialogReplayError",
+    "FakePuppetLink",
     "FileBox",
     "Friendship",
     "FriendshipType",

@@ -7,16 +7,23 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+__all__ = [
+    "LoopThread",
+    "call_sync",
+    "on_loop",
+    "running_loop",
+]
+
 T = TypeVar("T")
 
 
 class LoopThread:
     """An event loop running forever in a daemon thread."""
 
-    def __init__(self, name: str = "metapuppet-loop") -> None:
+    def __init__(self, name: str = "metapuppet-loop", *, daemon: bool = True) -> None:
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=daemon)
         self.thread.start()
         self._ready.wait()
 

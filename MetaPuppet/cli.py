@@ -34,6 +34,16 @@ from .protocol import BotEvent
 from .robot import RobotBase
 from .server import SocketServerCore
 
+__all__ = [
+    "build_parser",
+    "cmd_client",
+    "cmd_demo",
+    "cmd_doctor",
+    "cmd_init",
+    "cmd_serve",
+    "main",
+]
+
 BOT_HELP = (
     "module:name, where name is a RobotBase instance, a subclass or a factory (e.g. mybot:bot)"
 )

@@ -19,6 +19,16 @@ from typing import Any
 from .errors import ConfigError
 from .ratelimit import DEFAULT_PER_BOT, DEFAULT_PER_CHAT, Rate, RateLimiter
 
+__all__ = [
+    "DEFAULTS",
+    "ENV_OVERRIDES",
+    "MIN_EXPOSED_TOKEN_LENGTH",
+    "Config",
+    "load_config",
+    "new_token",
+    "write_config",
+]
+
 DEFAULTS: dict[str, Any] = {
     "server": {
         "host": "127.0.0.1",

@@ -18,6 +18,15 @@ from .robot import ASSETS, RobotBase
 from .testing import MockBot, MockContact, MockRoom, SentMessage, mock_wechat
 from .wechaty import FileBox, Friendship, Message, MessageType
 
+__all__ = [
+    "PICTURE",
+    "DemoBot",
+    "Step",
+    "Transcript",
+    "play_script",
+    "run_demo",
+]
+
 PICTURE = ASSETS / "metapuppet.png"
 
 

@@ -25,11 +25,58 @@ class PuppetDisconnected(PuppetNotConnected):
     """The puppet disconnected while a call to it was pending."""
 
 
+class AmbiguousBot(MetaPuppetError, ValueError):
+    """Several bots are connected and the call did not say which one to use."""
+
+
+class NotSupported(MetaPuppetError):
+    """The bot's channel cannot do this (an iLink bot has no rooms, for example).
+
+    Raised at once, before anything is sent: ``channel`` names the puppet's channel and
+    ``capability`` what it lacks (see ``server.capabilities(bot)`` and docs/channels.md).
+    """
+
+    def __init__(self, channel: str, capability: str, what: str | None = None) -> None:
+        self.channel = channel
+        self.capability = capability
+        doing = f"{what}: " if what else ""
+        super().__init__(
+            f"{doing}the {channel!r} channel does not support {capability.replace('_', ' ')} "
+            "(see docs/channels.md for what each channel can do)"
+        )
+
+
+class SendWindowClosed(MetaPuppetError):
+    """The channel's send budget does not allow this message now (nothing was sent).
+
+    On iLink a bot may write only after the user wrote, a limited number of messages per
+    user message, within a window after it. ``closed_at`` is when the window closed (epoch
+    seconds; None when it never opened) and ``reopens`` says what opens it again.
+    """
+
+    def __init__(
+        self,
+        bot: str,
+        contact: str,
+        reason: str,
+        *,
+        closed_at: float | None = None,
+        reopens: str = "a new message from the user opens it again",
+    ) -> None:
+        self.bot = bot
+        self.contact = contact
+        self.reason = reason
+        self.closed_at = closed_at
+        self.reopens = reopens
+        super().__init__(f"cannot send to {contact!r} on bot {bot!r}: {reason}; {reopens}")
+
+
 class SnippetError(MetaPuppetError):
     """A snippet failed on the Node side.
 
     ``kind`` is ``compile``, ``runtime``, ``serialize`` or ``bad_request``; ``name``,
-    ``message`` and ``stack`` are the Node-side error's own.
+    ``message`` and ``stack`` are the Node-side error's own; ``code`` is the error's own
+    code when it has one (the iLink puppet's ``-2``, ``-14``, ``"http_500"`` ...).
     """
 
     def __init__(
@@ -40,12 +87,14 @@ class SnippetError(MetaPuppetError):
         stack: str | None = None,
         *,
         bot: str | None = None,
+        code: int | str | None = None,
     ) -> None:
         self.kind = kind
         self.name = name
         self.message = message
         self.stack = stack
         self.bot = bot
+        self.code = code
         where = f" on bot {bot!r}" if bot else ""
         super().__init__(f"{kind} error{where}: {name}: {message}")
 
@@ -58,10 +107,13 @@ class SnippetError(MetaPuppetError):
         message = str(error.get("message") or "")
         stack = error.get("stack")
         stack = str(stack) if stack is not None else None
+        code = error.get("code")
+        if isinstance(code, bool) or not isinstance(code, int | str):
+            code = None
         if kind == "timeout":
             return SnippetTimeout(message, bot=bot)
         error_class = SnippetCompileError if kind == "compile" else cls
-        return error_class(kind, name, message, stack, bot=bot)
+        return error_class(kind, name, message, stack, bot=bot, code=code)
 
 
 class SnippetCompileError(SnippetError):
@@ -76,11 +128,14 @@ class SnippetTimeout(SnippetError, TimeoutError):
 
 
 __all__ = [
+    "AmbiguousBot",
     "ConfigError",
     "MetaPuppetError",
+    "NotSupported",
     "ProtocolError",
     "PuppetDisconnected",
     "PuppetNotConnected",
+    "SendWindowClosed",
     "SnippetCompileError",
     "SnippetError",
     "SnippetTimeout",

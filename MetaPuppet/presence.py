@@ -9,6 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = [
+    "KEEP_OFFLINE",
+    "OFFLINE",
+    "ONLINE",
+    "STALLED",
+    "ClientInfo",
+    "Presence",
+]
+
 log = logging.getLogger("MetaPuppet.presence")
 
 ONLINE, OFFLINE, STALLED = "online", "offline", "stalled"

@@ -12,10 +12,44 @@ from typing import Any, Final, Literal
 
 from .errors import ProtocolError, SnippetError
 
+__all__ = [
+    "BOT_EVENTS",
+    "CAPABILITY_FLAGS",
+    "CONTROL_ACTIONS",
+    "EVENT_ACK_DROP_KINDS",
+    "EV_CONTROL",
+    "EV_ECHO",
+    "EV_EVENT",
+    "EV_EXEC",
+    "EV_MESSAGE",
+    "MAX_BOT_NAME_LENGTH",
+    "MAX_ID_LENGTH",
+    "PROTOCOL_VERSION",
+    "ROLES",
+    "ROLE_LEGACY",
+    "ROLE_PUPPET",
+    "ROLE_WEB",
+    "Auth",
+    "BotEvent",
+    "Capabilities",
+    "Role",
+    "SendBudget",
+    "error_ack",
+    "exec_request",
+    "ok",
+    "parse_auth",
+    "parse_capabilities",
+    "parse_event",
+    "unwrap_exec_response",
+]
+
+
 PROTOCOL_VERSION: Final = 1
 
 ROLE_PUPPET: Final = "puppet"
 ROLE_WEB: Final = "web"
+#: a client without a token (``web.legacy_clients``): the original ``message`` envelope only
+ROLE_LEGACY: Final = "legacy"
 ROLES: Final = frozenset({ROLE_PUPPET, ROLE_WEB})
 
 # Socket.IO event names.
@@ -54,6 +88,92 @@ Role = Literal["puppet", "web"]
 
 
 @dataclass(frozen=True, slots=True)
+class SendBudget:
+    """A channel's send rule (iLink): the user writes first; then ``per_user_message`` bot
+    messages per user message, within ``window_s`` seconds of it."""
+
+    user_first: bool = True
+    per_user_message: int = 10
+    window_s: float = 86_400.0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "user_first": self.user_first,
+            "per_user_message": self.per_user_message,
+            "window_s": self.window_s,
+        }
+
+
+#: The capability flags a puppet reports, besides ``channel`` and ``send_budget``.
+CAPABILITY_FLAGS: Final = (
+    "rooms",
+    "friendships",
+    "contact_list",
+    "files",
+    "recall",
+    "typing",
+    "url_links",
+    "mini_programs",
+    "contact_cards",
+    "alias",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a bot's channel can do, as its puppet reports it (at connect and at login).
+
+    A client that reports nothing (an older one, a test double) is taken to be able to do
+    everything but typing, as Wechaty's own puppets can.
+    """
+
+    channel: str = "unknown"
+    flags: frozenset[str] = frozenset(CAPABILITY_FLAGS) - {"typing"}
+    send_budget: SendBudget | None = None
+
+    def can(self, capability: str) -> bool:
+        return capability in self.flags
+
+    def to_wire(self) -> dict[str, Any]:
+        wire: dict[str, Any] = {"channel": self.channel}
+        wire.update({flag: flag in self.flags for flag in CAPABILITY_FLAGS})
+        wire["send_budget"] = None if self.send_budget is None else self.send_budget.to_wire()
+        return wire
+
+
+def parse_capabilities(data: Any) -> Capabilities:
+    """Read a ``capabilities`` object; raise :class:`ProtocolError` naming the bad field."""
+    if not isinstance(data, dict):
+        raise ProtocolError("'capabilities' must be an object")
+    channel = data.get("channel", "unknown")
+    if not isinstance(channel, str) or not channel or len(channel) > MAX_BOT_NAME_LENGTH:
+        raise ProtocolError("'capabilities.channel' must be a short string")
+    flags = set()
+    for flag in CAPABILITY_FLAGS:
+        value = data.get(flag, flag != "typing")
+        if not isinstance(value, bool):
+            raise ProtocolError(f"'capabilities.{flag}' must be true or false")
+        if value:
+            flags.add(flag)
+    budget = data.get("send_budget")
+    parsed_budget = None
+    if budget is not None:
+        if not isinstance(budget, dict):
+            raise ProtocolError("'capabilities.send_budget' must be an object or null")
+        user_first = budget.get("user_first", True)
+        per_message = budget.get("per_user_message", 10)
+        window = budget.get("window_s", 86_400)
+        if not isinstance(user_first, bool):
+            raise ProtocolError("'send_budget.user_first' must be true or false")
+        if isinstance(per_message, bool) or not isinstance(per_message, int) or per_message < 0:
+            raise ProtocolError("'send_budget.per_user_message' must be a whole number >= 0")
+        if isinstance(window, bool) or not isinstance(window, int | float) or not window > 0:
+            raise ProtocolError("'send_budget.window_s' must be a positive number")
+        parsed_budget = SendBudget(user_first, per_message, float(window))
+    return Capabilities(channel, frozenset(flags), parsed_budget)
+
+
+@dataclass(frozen=True, slots=True)
 class Auth:
     """What a client presented in the Socket.IO ``auth`` payload."""
 
@@ -61,6 +181,7 @@ class Auth:
     role: Role
     protocol: int
     bot: str | None
+    capabilities: Capabilities | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +234,9 @@ def parse_auth(auth: Any) -> Auth:
     elif bot is not None and not isinstance(bot, str):
         raise ProtocolError("'bot' must be a string")
     checked_role: Role = ROLE_PUPPET if role == ROLE_PUPPET else ROLE_WEB
-    return Auth(token=token, role=checked_role, protocol=protocol, bot=bot)
+    capabilities = auth.get("capabilities")
+    parsed = None if capabilities is None else parse_capabilities(capabilities)
+    return Auth(token=token, role=checked_role, protocol=protocol, bot=bot, capabilities=parsed)
 
 
 def parse_event(data: Any, *, bot: str) -> BotEvent:

@@ -22,6 +22,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+__all__ = [
+    "DEFAULT_PER_BOT",
+    "DEFAULT_PER_CHAT",
+    "Rate",
+    "RateLimiter",
+    "TokenBucket",
+]
+
 log = logging.getLogger("MetaPuppet.ratelimit")
 
 

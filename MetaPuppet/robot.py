@@ -6,8 +6,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .router import Routable
-from .wechaty import (
+from .protocol import BotEvent
+from .routable import Routable
+from .types import (
+    BOT_EVENT_HOOKS,
     FileBox,
     Friendship,
     FriendshipType,
@@ -18,8 +20,9 @@ from .wechaty import (
 )
 
 if TYPE_CHECKING:
-    from .protocol import BotEvent
     from .server import SocketServerCore
+
+__all__ = ["ASSETS", "RobotBase", "TestBot"]
 
 log = logging.getLogger("MetaPuppet.robot")
 
@@ -40,7 +43,7 @@ class RobotBase(Routable):
     dict shape (``message['payload']['text']``, ``roomId``, ``fromId``) and
     ``_process_friend_invitation(message)`` greets a new friend.
 
-    Routed handlers and dialogs (:mod:`MetaPuppet.router`, :mod:`MetaPuppet.dialog`) sit in
+    Routed handlers and dialogs (:mod:`MetaPuppet.dispatch`, :mod:`MetaPuppet.dialog`) sit in
     front of the hooks; an event that no handler takes falls through to its hook::
 
         bot = Echo(dialog_store=SQLiteStorage("data/dialogs.db"))
@@ -103,17 +106,10 @@ class RobotBase(Routable):
 
     async def on_bot_event(self, event: BotEvent) -> Any:
         """login, logout, scan, ready, error and heartbeat; dispatches to the hooks below."""
-        hook = {
-            "login": self.on_login,
-            "logout": self.on_logout,
-            "scan": self.on_scan,
-            "ready": self.on_ready,
-            "error": self.on_puppet_error,
-            "heartbeat": self.on_heartbeat,
-        }.get(event.name)
-        if hook is not None:
-            return await hook(event.bot, event.payload)
-        return None
+        name = BOT_EVENT_HOOKS.get(event.name)
+        if name is None:
+            return None
+        return await getattr(self, name)(event.bot, event.payload)
 
     async def on_login(self, bot: str, user: dict[str, Any]) -> None:
         log.info("bot %r logged in as %s", bot, user.get("name"))

@@ -8,21 +8,21 @@ travels in ``args``.
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Any
 
-from .server import SocketServerCore, sync_twin
-
-# the same constant snippets the Contact and Room views run
-from .wechaty import (
+from ._sync import sync_twin
+from .server import SocketServerCore
+from .snippets import (
+    ACCEPT_FRIENDSHIP_JSON,
     CONTACT_ALIAS_SET,
+    MESSAGE_TYPES,
     ROOM_ALIAS,
     ROOM_MEMBER_ALL,
     SELF_SIGNATURE,
-    FileBox,
-    UrlLink,
 )
+from .types import FileBox, UrlLink
 
-T = TypeVar("T")
+__all__ = ["CHAT_TYPES", "SweetSocketServer"]
 
 CHAT_TYPES = {
     "contact": False,
@@ -32,14 +32,6 @@ CHAT_TYPES = {
     "group": True,
     "group_chat": True,
 }
-
-MESSAGE_TYPES = "return bot.Message.Type ?? null"
-
-ACCEPT_FRIENDSHIP_JSON = """
-const friendship = await bot.Friendship.fromJSON(args.payload)
-await friendship.accept()
-return true
-"""
 
 
 def _is_room(chat_type: str) -> bool:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+__all__ = [
+    "Time",
+]
+
 
 class Time:
     """The moment it was made; prints as ``YYYY-mm-dd HH:MM:SS``."""

@@ -9,10 +9,17 @@ from typing import Any
 
 from ._loop import LoopThread
 
+__all__ = [
+    "new_loop_thread",
+    "run_coroutine_in_new_thread",
+    "set_attributes",
+]
+
 
 def run_coroutine_in_new_thread(coro: Coroutine[Any, Any, Any]) -> threading.Thread:
     """Run ``coro`` to completion on a fresh event loop in a new thread; returns the thread."""
-    thread = threading.Thread(target=asyncio.run, args=(coro,), daemon=True)
+    # not a daemon: the coroutine finishes even when the main thread ends right after
+    thread = threading.Thread(target=asyncio.run, args=(coro,), name="metapuppet-coroutine")
     thread.start()
     return thread
 

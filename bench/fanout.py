@@ -182,7 +182,7 @@ async def run(
         assert node is not None and node.process is not None
         child = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--child",
-            f"--url={server.url}", f"--token={server._token}",
+            f"--url={server.url}", f"--token={server.token}",
             "--clients", str(clients), "--expect", str(total), "--deadline", str(seconds + 30),
             stdout=asyncio.subprocess.PIPE, cwd=str(ROOT),
         )  # fmt: skip

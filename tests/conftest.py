@@ -41,9 +41,7 @@ _original_start = SocketServerCore.start
 
 
 async def _start_and_remember_tokens(self: SocketServerCore, *args: Any, **kwargs: Any) -> None:
-    for token in (self._token, self._puppet_token, self._web_token):
-        if token:
-            _SECRETS.add(token)
+    _SECRETS.update(self.authenticator.secrets())
     await _original_start(self, *args, **kwargs)
 
 
@@ -143,7 +141,7 @@ async def server_factory():
 async def settle(server: SweetSocketServer) -> None:
     """Wait until every handler task the server started has finished."""
     for _ in range(100):
-        pending = [t for t in server._tasks if not t.done()]
+        pending = [t for t in server.pipeline.tasks if not t.done()]
         if not pending:
             return
         await asyncio.wait(pending, timeout=5)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.e2e
 
 async def sign_in(page, wx):  # noqa: F811
     await page.goto(wx.server.url + "/")
-    await page.fill("#token", wx.server._token)
+    await page.fill("#token", wx.server.token)
     await page.keyboard.press("Enter")
     await page.locator("#connection.live").wait_for()
 

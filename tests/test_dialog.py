@@ -174,6 +174,21 @@ async def test_answering_in_time_keeps_the_dialog_alive(serve):
     assert chat.said()[-1] == ("alice", "累加结束,累加和: 3")
 
 
+async def test_stopping_the_server_stops_the_dialog_timers(serve):
+    bot = accumulator_bot(timeout=0.3, timeout_message="超时了")
+    chat = await serve(bot)
+    await chat.send("开始")
+    assert bot.dialogs.in_progress(), "the dialog waits for an answer"
+    fired: list[object] = []
+    bot.dialogs._expire = lambda *args: fired.append(args)  # type: ignore[method-assign]
+    await chat.server.stop()
+    await asyncio.sleep(0.5)  # past the question's deadline
+    assert fired == [], "a timer of a stopped server fired"
+    assert bot.dialogs.in_progress() == []
+    # the dialog itself stays in the store: a restarted server continues it
+    assert await bot.dialog_store.get(bot.dialogs.key_of(_message_from("alice"))) is not None
+
+
 async def test_a_dialog_without_timeout_waits_as_long_as_it_takes(serve):
     bot = accumulator_bot(timeout=None)
     chat = await serve(bot)

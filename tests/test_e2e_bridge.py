@@ -160,7 +160,7 @@ async def test_wrong_or_missing_token_is_refused_with_a_reason(wx):
         await _connect(url, auth)
     with pytest.raises(socketio.exceptions.ConnectionError, match="missing auth"):
         await _connect(url, None)
-    good = {"token": wx.server._token, "role": "web", "protocol": 99}
+    good = {"token": wx.server.token, "role": "web", "protocol": 99}
     with pytest.raises(
         socketio.exceptions.ConnectionError, match="client speaks 99.*server speaks 1"
     ):
@@ -168,7 +168,7 @@ async def test_wrong_or_missing_token_is_refused_with_a_reason(wx):
 
 
 async def test_a_web_client_cannot_exec_or_send_bot_events(wx):
-    web = await _connect(wx.server.url, {"token": wx.server._token, "role": "web", "protocol": 1})
+    web = await _connect(wx.server.url, {"token": wx.server.token, "role": "web", "protocol": 1})
     try:
         answer = await web.call("exec", {"code": "process.exit(1)", "args": {}}, timeout=5)
         assert answer["ok"] is False and answer["error"]["kind"] == "forbidden"

@@ -267,5 +267,5 @@ async def test_wrong_role_and_wrong_token_are_refused_and_tokens_never_logged(ca
         for _ in range(8):
             await attempt({"token": "guess", "role": "web", "protocol": 1})
         assert time.monotonic() - started > 0.5
-    for secret in (puppet_token, web_token, server._token, "guess"):
+    for secret in (puppet_token, web_token, server.token, "guess"):
         assert not any(secret in record.getMessage() for record in caplog.records)

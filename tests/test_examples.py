@@ -90,7 +90,7 @@ async def test_custom_server_talks_to_web_clients():
         client.on("message", inbox.put)
         await client.connect(
             wx.server.url,
-            auth={"token": wx.server._token, "role": "web", "protocol": 1},
+            auth={"token": wx.server.token, "role": "web", "protocol": 1},
             transports=["websocket"],
         )
         try:

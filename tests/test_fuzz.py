@@ -127,7 +127,7 @@ async def test_ten_thousand_hostile_payloads_do_not_hurt_the_server():
     async with mock_wechat(TestBot()) as wx:
         server = wx.server
         server.auth_free_failures = 10**9  # the slow-down has its own test; here, speed
-        token = server._token
+        token = server.token
         # an authenticated puppet that answers exec with garbage, and a web client
         puppet = socketio.AsyncClient(reconnection=False)
         puppet.on("exec", lambda data: junk(rng))

@@ -94,11 +94,11 @@ async def test_sign_in_watch_the_feed_and_answer_from_the_form(wx, page):
 
     # the right one, from the keyboard only
     await page.locator("#token").focus()
-    await page.keyboard.type(wx.server._token)
+    await page.keyboard.type(wx.server.token)
     await page.keyboard.press("Enter")
     await page.locator("#connection.live").wait_for()
-    assert await page.evaluate("sessionStorage.getItem('metapuppet.token')") == wx.server._token
-    assert wx.server._token not in page.url
+    assert await page.evaluate("sessionStorage.getItem('metapuppet.token')") == wx.server.token
+    assert wx.server.token not in page.url
     await page.locator("#contacts li", has_text="Alice").wait_for()
     await page.locator("#bots li", has_text="logged in").wait_for()
 

@@ -91,9 +91,9 @@ async def test_a_frame_right_after_an_engineio_packet_waits_its_turn(server):
         hub = server.web
         q0, d0 = hub.queued_frames, hub.direct_frames
         await server.emit_to_web("note", 1)  # queued in Engine.IO, not yet written
-        await hub._send_to_many("events", [2], [sid])  # must not overtake it
+        await server.transport.send_to_many("events", [2], [sid])  # must not overtake it
         await asyncio.sleep(0.05)
-        await hub._send_to_many("events", [3], [sid])  # writer idle again: direct
+        await server.transport.send_to_many("events", [3], [sid])  # writer idle again: direct
         await wait_for(lambda: len(seen) == 3)
         assert seen == [("note", 1), ("events", 2), ("events", 3)]
         assert hub.queued_frames - q0 == 1 and hub.direct_frames - d0 == 1

@@ -64,9 +64,9 @@ async def test_web_clients_receive_what_they_subscribed_to_from_the_real_bot(wx)
     alice = await wx.contact("Alice")
     bob = await wx.contact("Bob")
     room = await wx.room("Team", [alice, bob])
-    only_alice = await WebClient().connect(wx.server.url, wx.server._token)
+    only_alice = await WebClient().connect(wx.server.url, wx.server.token)
     only_room = await WebClient().connect(wx.server.url, READER)
-    nothing = await WebClient().connect(wx.server.url, wx.server._token)
+    nothing = await WebClient().connect(wx.server.url, wx.server.token)
     try:
         assert (
             await only_alice.sio.call("subscribe", {"contacts": [alice.id], "events": ["message"]})
@@ -92,7 +92,7 @@ async def test_typed_actions_drive_the_real_bot(wx):
     alice = await wx.contact("Alice")
     carol = await wx.contact("Carol", friend=False)
     room = await wx.room("Team", [alice])
-    client = await WebClient().connect(wx.server.url, wx.server._token)
+    client = await WebClient().connect(wx.server.url, wx.server.token)
     reader = await WebClient().connect(wx.server.url, READER)
     try:
         sent = await client.sio.call(
@@ -145,7 +145,7 @@ async def test_rest_api_against_the_real_bot(wx):
     alice = await wx.contact("Alice")
     bob = await wx.contact("Bob")
     room = await wx.room("Team", [alice, bob])
-    headers = {"Authorization": f"Bearer {wx.server._token}"}
+    headers = {"Authorization": f"Bearer {wx.server.token}"}
     url = wx.server.url + "/api"
     async with aiohttp.ClientSession(
         headers=headers, timeout=aiohttp.ClientTimeout(total=10)

@@ -11,10 +11,9 @@ import aiohttp
 import pytest
 import socketio
 
-from MetaPuppet import Config
+from MetaPuppet import Config, snippets
 from MetaPuppet.errors import ConfigError
 from MetaPuppet.protocol import PROTOCOL_VERSION
-from MetaPuppet.web import actions
 from MetaPuppet.web.api import ROUTES
 from MetaPuppet.web.errors import ERROR_CODES
 from MetaPuppet.web.filters import EventFilter
@@ -38,13 +37,13 @@ def bot_answers(event: str, data: Any) -> dict[str, Any]:
     """The fake puppet: answers the constant snippets of the web actions like a real bot."""
     code = data.get("code") if isinstance(data, dict) else None
     args = data.get("args") if isinstance(data, dict) else {}
-    if code == actions.LIST_CONTACTS:
+    if code == snippets.LIST_CONTACTS:
         return {"ok": True, "result": CONTACTS}
-    if code == actions.LIST_ROOMS:
+    if code == snippets.LIST_ROOMS:
         return {"ok": True, "result": ROOMS}
-    if code == actions.ROOM_MEMBERS:
+    if code == snippets.ROOM_MEMBERS:
         return {"ok": True, "result": MEMBERS if args["roomId"] == "team@chatroom" else None}
-    if code == actions.ACCEPT_FRIENDSHIP:
+    if code == snippets.FRIENDSHIP_ACCEPT:
         if args["id"] == "no-such-request":
             return {
                 "ok": False,

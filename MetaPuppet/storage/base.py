@@ -12,6 +12,15 @@ from urllib.parse import quote
 
 from ..errors import MetaPuppetError
 
+__all__ = [
+    "DEFAULT_LOCK_WAIT",
+    "BaseStorage",
+    "KeyLocks",
+    "LockTimeout",
+    "StorageError",
+    "StorageKey",
+]
+
 #: How long ``lock()`` waits for a busy key before it gives up (seconds).
 DEFAULT_LOCK_WAIT = 30.0
 

@@ -10,6 +10,10 @@ from typing import Any
 
 from .base import DEFAULT_LOCK_WAIT, BaseStorage, KeyLocks, StorageKey
 
+__all__ = [
+    "MemoryStorage",
+]
+
 _SWEEP_EVERY = 1000
 
 

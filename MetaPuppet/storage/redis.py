@@ -13,6 +13,11 @@ from .base import DEFAULT_LOCK_WAIT, BaseStorage, LockTimeout, StorageError, Sto
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+__all__ = [
+    "DEFAULT_LOCK_TTL",
+    "RedisStorage",
+]
+
 log = logging.getLogger("MetaPuppet.storage")
 
 #: A lock is released by Redis itself after this long, should its holder die mid-step.

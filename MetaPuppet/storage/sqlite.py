@@ -18,6 +18,10 @@ from typing import Any, TypeVar
 
 from .base import DEFAULT_LOCK_WAIT, BaseStorage, KeyLocks, StorageError, StorageKey
 
+__all__ = [
+    "SQLiteStorage",
+]
+
 log = logging.getLogger("MetaPuppet.storage")
 T = TypeVar("T")
 

@@ -40,7 +40,21 @@ from ..protocol import BotEvent
 from ..robot import RobotBase
 from ..server import SocketServerCore
 from ..sweet import SweetSocketServer
-from ..wechaty import FileBox, Message
+from ..types import FileBox, Message
+
+__all__ = [
+    "DEFAULT_USER_NAME",
+    "MockBot",
+    "MockContact",
+    "MockRoom",
+    "MockWechat",
+    "NodeClient",
+    "NodeClientError",
+    "SentMessage",
+    "find_client_dir",
+    "mock_wechat",
+    "node_command",
+]
 
 DEFAULT_USER_NAME = "MetaPuppet Bot"
 _LIVE_PROCESSES: set[int] = set()
@@ -165,10 +179,6 @@ class NodeClient:
 class SentMessage(Message):
     """A message the bot sent (seen through the mock's echo of the bot's own messages)."""
 
-    @property
-    def room_id(self) -> str | None:
-        return self.payload.get("roomId") or None
-
     async def file(self) -> FileBox:
         """The file this message carried (an image, an attachment, ...)."""
         return await self.to_file_box()
@@ -273,7 +283,8 @@ class MockBot:
     def replies_to(self, conversation_id: str) -> asyncio.Queue[SentMessage]:
         return self._replies[conversation_id]
 
-    def _observe(self, event: BotEvent) -> None:
+    def observe(self, event: BotEvent) -> None:
+        """Note an event of this bot (the kit's listener calls it)."""
         self.events.append(event)
         if event.name == "message" and event.payload.get("self"):
             target = event.payload.get("roomId") or event.payload.get("listenerId")
@@ -347,7 +358,7 @@ class MockWechat:
             self._observed.popitem(last=False)
         bot = self.bots.get(event.bot)
         if bot is not None:
-            bot._observe(event)
+            bot.observe(event)
         if event.name == "login":
             waiter = self._logins.get(event.bot)
             if waiter is not None and not waiter.done():
@@ -376,7 +387,7 @@ class MockWechat:
         old = self.server
         host, port = old.host, old.port
         await old.stop()
-        server._token = old._token
+        server.token = old.token
         if server.robot is not None:
             server.robot.add_server(server)
         await server.start(host=host, port=port)
@@ -401,7 +412,7 @@ class MockWechat:
         self._logins[name] = waiter
         bot.node = NodeClient(
             {
-                "server": {"token": self.server._token},
+                "server": {"token": self.server.token},
                 "client": {"url": self.server.url, "bot": name, **(client_options or {})},
                 "puppet": {"name": "wechaty-puppet-mock"},
                 "mock": {"user_name": user_name},
@@ -503,8 +514,8 @@ async def mock_wechat(
     elif robot is not None:
         server.robot = robot
         robot.add_server(server)
-    if not server._token:
-        server._token = new_token()
+    if not server.token:
+        server.token = new_token()
     await server.start(host="127.0.0.1", port=0)
     wx = MockWechat(server, log_level=log_level)
     try:

@@ -12,54 +12,51 @@ import binascii
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-from ..errors import MetaPuppetError, PuppetNotConnected, SnippetError, SnippetTimeout
+from ..errors import (
+    AmbiguousBot,
+    MetaPuppetError,
+    PuppetNotConnected,
+    SnippetError,
+    SnippetTimeout,
+)
 from ..protocol import MAX_BOT_NAME_LENGTH, MAX_ID_LENGTH
-from ..wechaty import FRIENDSHIP_ACCEPT as ACCEPT_FRIENDSHIP  # the Friendship view's snippet
-from ..wechaty import FileBox
-from .auth import PERM_ACCEPT, PERM_READ, PERM_SEND
+from ..snippets import FRIENDSHIP_ACCEPT, LIST_CONTACTS, LIST_ROOMS, ROOM_MEMBERS
+from ..transport.auth import PERM_ACCEPT, PERM_READ, PERM_SEND
+from ..types import FileBox
 from .errors import WebError
+from .host import WebHost
 
-if TYPE_CHECKING:
-    from ..server import SocketServerCore
+__all__ = [
+    "ACTIONS",
+    "MAX_FILE_NAME_LENGTH",
+    "MAX_QUERY_LENGTH",
+    "MAX_TEXT_LENGTH",
+    "Action",
+    "Params",
+    "accept_friendship",
+    "bot_field",
+    "check_fields",
+    "file_field",
+    "kind_field",
+    "list_contacts",
+    "list_rooms",
+    "room_members",
+    "run_action",
+    "search",
+    "send",
+    "send_file",
+    "send_text",
+    "string_field",
+    "translate",
+]
 
 log = logging.getLogger("MetaPuppet.web")
 
 MAX_TEXT_LENGTH: Final = 20_000
 MAX_FILE_NAME_LENGTH: Final = 255
 MAX_QUERY_LENGTH: Final = 200
-
-LIST_CONTACTS: Final = """
-const contacts = await bot.Contact.findAll()
-return contacts.map((c) => {
-  const p = c.payload ?? {}
-  return { id: c.id, name: p.name ?? '', alias: p.alias || null, friend: p.friend ?? null,
-           type: p.type ?? null, self: c.self() }
-})
-"""
-
-LIST_ROOMS: Final = """
-const rooms = await bot.Room.findAll()
-return rooms.map((r) => {
-  const p = r.payload ?? {}
-  const members = Array.isArray(p.memberIdList) ? p.memberIdList.length : null
-  return { id: r.id, topic: p.topic ?? '', member_count: members }
-})
-"""
-
-ROOM_MEMBERS: Final = """
-const room = bot.Room.load(args.roomId)
-try {
-  await room.ready()
-} catch {
-  return null
-}
-const members = await room.memberAll()
-return members.map((c) => ({
-  id: c.id, name: c.payload?.name ?? '', alias: c.payload?.alias || null,
-}))
-"""
 
 Params = Mapping[str, Any]
 
@@ -70,7 +67,7 @@ class Action:
 
     name: str
     permission: str
-    run: Callable[[SocketServerCore, Params], Awaitable[Any]]
+    run: Callable[[WebHost, Params], Awaitable[Any]]
     summary: str
 
 
@@ -145,8 +142,6 @@ def search(
 
 def translate(exc: Exception) -> WebError:
     """The web error for a failure of the server's API."""
-    from ..server import AmbiguousBot
-
     if isinstance(exc, WebError):
         return exc
     if isinstance(exc, AmbiguousBot):
@@ -163,65 +158,65 @@ def translate(exc: Exception) -> WebError:
 # ------------------------------------------------------------------------- the actions
 
 
-async def list_contacts(server: SocketServerCore, params: Params) -> dict[str, Any]:
+async def list_contacts(host: WebHost, params: Params) -> dict[str, Any]:
     check_fields(params, {"bot", "query"})
     query = string_field(params, "query", max_length=MAX_QUERY_LENGTH)
-    found = await server.exec_snippet(LIST_CONTACTS, bot=bot_field(params))
+    found = await host.exec_snippet(LIST_CONTACTS, bot=bot_field(params))
     contacts = search(list(found or []), query, ("name", "alias", "id"))
     contacts.sort(key=lambda c: (str(c.get("alias") or c.get("name") or "").casefold(), c["id"]))
     return {"contacts": contacts}
 
 
-async def list_rooms(server: SocketServerCore, params: Params) -> dict[str, Any]:
+async def list_rooms(host: WebHost, params: Params) -> dict[str, Any]:
     check_fields(params, {"bot", "query"})
     query = string_field(params, "query", max_length=MAX_QUERY_LENGTH)
-    found = await server.exec_snippet(LIST_ROOMS, bot=bot_field(params))
+    found = await host.exec_snippet(LIST_ROOMS, bot=bot_field(params))
     rooms = search(list(found or []), query, ("topic", "id"))
     rooms.sort(key=lambda r: (str(r.get("topic") or "").casefold(), r["id"]))
     return {"rooms": rooms}
 
 
-async def room_members(server: SocketServerCore, params: Params) -> dict[str, Any]:
+async def room_members(host: WebHost, params: Params) -> dict[str, Any]:
     check_fields(params, {"bot", "room"}, {"room"})
     room = string_field(params, "room", max_length=MAX_ID_LENGTH, required=True)
-    members = await server.exec_snippet(ROOM_MEMBERS, {"roomId": room}, bot=bot_field(params))
+    members = await host.exec_snippet(ROOM_MEMBERS, {"roomId": room}, bot=bot_field(params))
     if members is None:
         raise WebError("not_found", f"the bot has no room {room!r}")
     return {"room": room, "members": list(members)}
 
 
-async def send_text(server: SocketServerCore, params: Params) -> dict[str, Any]:
+async def send_text(host: WebHost, params: Params) -> dict[str, Any]:
     check_fields(params, {"bot", "to", "kind", "text"}, {"to", "text"})
     to = string_field(params, "to", max_length=MAX_ID_LENGTH, required=True)
     text = string_field(params, "text", max_length=MAX_TEXT_LENGTH, required=True)
     assert to is not None
     room = kind_field(params, to)
-    message_id = await server.say(to, text, bot=bot_field(params), room=room)
+    message_id = await host.say(to, text, bot=bot_field(params), room=room)
     return {"message_id": message_id, "to": to, "kind": "room" if room else "contact"}
 
 
-async def send_file(server: SocketServerCore, params: Params) -> dict[str, Any]:
+async def send_file(host: WebHost, params: Params) -> dict[str, Any]:
     check_fields(params, {"bot", "to", "kind", "file"}, {"to", "file"})
     to = string_field(params, "to", max_length=MAX_ID_LENGTH, required=True)
     assert to is not None
     room = kind_field(params, to)
-    box = file_field(params, server.config.max_message_bytes)
-    message_id = await server.say(to, box, bot=bot_field(params), room=room)
+    box = file_field(params, host.config.max_message_bytes)
+    message_id = await host.say(to, box, bot=bot_field(params), room=room)
     return {"message_id": message_id, "to": to, "kind": "room" if room else "contact"}
 
 
-async def send(server: SocketServerCore, params: Params) -> dict[str, Any]:
+async def send(host: WebHost, params: Params) -> dict[str, Any]:
     """``send_text`` or ``send_file``, whichever of ``text`` and ``file`` is given."""
     has_text, has_file = "text" in params, "file" in params
     if has_text == has_file:
         raise WebError("invalid_request", "give exactly one of 'text' and 'file'")
-    return await (send_text if has_text else send_file)(server, params)
+    return await (send_text if has_text else send_file)(host, params)
 
 
-async def accept_friendship(server: SocketServerCore, params: Params) -> dict[str, Any]:
+async def accept_friendship(host: WebHost, params: Params) -> dict[str, Any]:
     check_fields(params, {"bot", "id"}, {"id"})
     friendship = string_field(params, "id", max_length=MAX_ID_LENGTH, required=True)
-    await server.exec_snippet(ACCEPT_FRIENDSHIP, {"id": friendship}, bot=bot_field(params))
+    await host.exec_snippet(FRIENDSHIP_ACCEPT, {"id": friendship}, bot=bot_field(params))
     return {"accepted": friendship}
 
 
@@ -240,11 +235,11 @@ ACTIONS: Final[dict[str, Action]] = {
 }
 
 
-async def run_action(server: SocketServerCore, name: str, params: Params) -> Any:
+async def run_action(host: WebHost, name: str, params: Params) -> Any:
     """Run one action by name (permission already checked); failures become WebError."""
     action = ACTIONS[name]
     try:
-        return await action.run(server, params)
+        return await action.run(host, params)
     except WebError:
         raise
     except MetaPuppetError as exc:

@@ -17,8 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,9 +28,35 @@ from .auth import PERM_ACCEPT, PERM_READ, PERM_SEND, describe
 from .errors import WebError
 from .filters import EventFilter
 from .openapi import build
+from .routes import Handler, Route
 
 if TYPE_CHECKING:
     from .hub import WebHub
+
+__all__ = [
+    "AUTH_ERRORS",
+    "BOT_ERRORS",
+    "CONTENT_SECURITY_POLICY",
+    "GRANT",
+    "KEEPALIVE_S",
+    "ROUTES",
+    "STATIC_DIR",
+    "accept_friendship",
+    "error_response",
+    "health",
+    "install",
+    "list_bots",
+    "list_clients",
+    "list_contacts",
+    "list_dialogs",
+    "list_events",
+    "list_room_members",
+    "list_rooms",
+    "openapi",
+    "send",
+    "session",
+    "stream_events",
+]
 
 log = logging.getLogger("MetaPuppet.web")
 
@@ -45,30 +70,6 @@ CONTENT_SECURITY_POLICY: Final = (
 GRANT: Final[Any] = web.RequestKey("grant", object) if hasattr(web, "RequestKey") else "grant"
 AUTH_ERRORS: Final = ("auth_required", "invalid_token")
 BOT_ERRORS: Final = ("bot_required", "bot_error", "bot_not_connected", "bot_timeout")
-
-Handler = Callable[["WebHub", web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class Route:
-    """One API route: what the server registers and what the OpenAPI document says."""
-
-    method: str
-    path: str  # under /api
-    operation_id: str
-    summary: str
-    tag: str
-    permission: str | None
-    handler: Handler
-    query: tuple[str, ...] = ()
-    request_schema: str | None = None
-    response_schema: Mapping[str, Any] | None = None
-    media_type: str | None = "application/json"
-    errors: tuple[str, ...] = ()
-
-    @property
-    def path_params(self) -> list[str]:
-        return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -138,7 +139,7 @@ async def health(hub: WebHub, request: web.Request) -> web.StreamResponse:
         {
             "status": "ok",
             "version": __version__,
-            "bots": hub.server.bots,
+            "bots": hub.host.bots,
             "uptime_s": round(time.time() - hub.started_at, 3),
             "web_clients": len(hub.sessions),
             "permissions": describe(grant.permissions),
@@ -162,18 +163,18 @@ async def list_bots(hub: WebHub, request: web.Request) -> web.StreamResponse:
 
 async def list_contacts(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, ("bot", "q"))
-    return _json(await run_action(hub.server, "list_contacts", _lookup_params(query)))
+    return _json(await run_action(hub.host, "list_contacts", _lookup_params(query)))
 
 
 async def list_rooms(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, ("bot", "q"))
-    return _json(await run_action(hub.server, "list_rooms", _lookup_params(query)))
+    return _json(await run_action(hub.host, "list_rooms", _lookup_params(query)))
 
 
 async def list_room_members(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, ("bot",))
     params = {"room": request.match_info["room"], **_lookup_params(query)}
-    return _json(await run_action(hub.server, "room_members", params))
+    return _json(await run_action(hub.host, "room_members", params))
 
 
 async def send(hub: WebHub, request: web.Request) -> web.StreamResponse:
@@ -182,7 +183,7 @@ async def send(hub: WebHub, request: web.Request) -> web.StreamResponse:
     has_text, has_file = "text" in body, "file" in body
     if has_text == has_file:
         raise WebError("invalid_request", "give exactly one of 'text' and 'file'")
-    return _json(await run_action(hub.server, "send_text" if has_text else "send_file", body))
+    return _json(await run_action(hub.host, "send_text" if has_text else "send_file", body))
 
 
 async def accept_friendship(hub: WebHub, request: web.Request) -> web.StreamResponse:
@@ -191,14 +192,14 @@ async def accept_friendship(hub: WebHub, request: web.Request) -> web.StreamResp
     params = {**body, "id": request.match_info["friendship"]}
     if set(body) - {"bot"}:
         raise WebError("invalid_request", "the body may only hold 'bot'")
-    return _json(await run_action(hub.server, "accept_friendship", params))
+    return _json(await run_action(hub.host, "accept_friendship", params))
 
 
 async def list_clients(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, ("all",))
     if query.get("all", "0") not in ("0", "1"):
         raise WebError("invalid_request", "'all' must be 0 or 1")
-    return _json({"clients": hub.server.list_clients(only_online=query.get("all") != "1")})
+    return _json({"clients": hub.host.list_clients(only_online=query.get("all") != "1")})
 
 
 async def list_dialogs(hub: WebHub, request: web.Request) -> web.StreamResponse:
@@ -475,14 +476,14 @@ def _middleware(hub: WebHub) -> Any:
                 scheme, _, token = header.partition(" ")
                 grant = hub.authenticate(token.strip()) if scheme.lower() == "bearer" else None
                 if grant is None and header:
-                    delay = hub.server._auth_failed(request.remote)
+                    delay = hub.auth_failed(request.remote)
                     if delay:
                         await asyncio.sleep(delay)
                 request[GRANT] = grant
                 return await handler(request)
             grant = hub.authenticate(_bearer(request))
             if grant is None:
-                delay = hub.server._auth_failed(request.remote)
+                delay = hub.auth_failed(request.remote)
                 log.warning("refused an API call from %s: invalid token", request.remote)
                 if delay:
                     await asyncio.sleep(delay)

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = [
+    "ERROR_CODES",
+    "ERROR_DESCRIPTIONS",
+    "WebError",
+]
+
 #: Stable error names and their HTTP status. Never rename one; add new ones instead.
 ERROR_CODES: dict[str, int] = {
     "invalid_json": 400,

@@ -15,6 +15,14 @@ from typing import Any, Final
 from ..protocol import BOT_EVENTS, MAX_ID_LENGTH, BotEvent
 from .errors import WebError
 
+__all__ = [
+    "FILTER_KEYS",
+    "MAX_FILTER_VALUES",
+    "EventFilter",
+    "contacts_of",
+    "room_of",
+]
+
 FILTER_KEYS: Final = ("bots", "events", "rooms", "contacts")
 MAX_FILTER_VALUES: Final = 200
 

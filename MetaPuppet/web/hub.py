@@ -9,9 +9,12 @@ with :meth:`WebHub.on_web_message`. The dashboard's live feed (server-sent event
 arrived since the last flush leaves as one ``events`` frame (a list) per client, at most
 one frame per client every ``web.flush_ms`` (50 ms by default). At a low rate a batch
 holds one event and leaves at once; under load, batching keeps the per-client frame count
-bounded, which is what costs CPU (see ``bench/fanout.py``). A shared frame is written
-straight to each client's websocket when Engine.IO's ordering and flow control allow it
-(:meth:`WebHub._writable_now`), else through the client's Engine.IO queue.
+bounded, which is what costs CPU (see ``bench/fanout.py``). The transport writes a shared
+frame straight to each client's websocket where that is safe
+(:class:`~MetaPuppet.transport.fanout.DirectFanout`).
+
+The hub sees the server only through :class:`~MetaPuppet.web.host.WebHost`, and the
+sockets only through :class:`~MetaPuppet.transport.SocketTransport`.
 """
 
 from __future__ import annotations
@@ -22,27 +25,41 @@ import functools
 import inspect
 import itertools
 import logging
-import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
-from aiohttp import WSMsgType
-
+from ..presence import ClientInfo
 from ..protocol import ROLE_WEB, BotEvent
+from ..transport.auth import PERM_READ, Grant
+from ..transport.sio import WEB_ROOM, SocketTransport
 from .actions import ACTIONS, run_action
-from .auth import FULL_ACCESS, PERM_READ, Grant, TokenRegistry
 from .errors import WebError
 from .filters import EventFilter
+from .host import WebHost
 
-if TYPE_CHECKING:
-    from ..server import SocketServerCore
+__all__ = [
+    "DEFAULT_FLUSH_MS",
+    "EV_ACTION",
+    "EV_EVENTS",
+    "EV_SUBSCRIBE",
+    "EV_UNSUBSCRIBE",
+    "FEED_SIZE",
+    "MAX_SUBSCRIPTIONS",
+    "RESERVED_EVENTS",
+    "STREAM_QUEUE",
+    "BotState",
+    "Handler",
+    "LiveStream",
+    "WebHub",
+    "WebSession",
+    "qr_data_uri",
+]
 
 log = logging.getLogger("MetaPuppet.web")
 
-WEB_ROOM: Final = "web"  # every web client joins it at connect (server.py)
 EV_EVENTS: Final = "events"  # server -> web client: a list of bot events
 EV_SUBSCRIBE: Final = "subscribe"
 EV_UNSUBSCRIBE: Final = "unsubscribe"
@@ -53,9 +70,6 @@ RESERVED_EVENTS: Final = frozenset(
 DEFAULT_FLUSH_MS: Final = 50
 FEED_SIZE: Final = 200
 MAX_SUBSCRIPTIONS: Final = 32
-FANOUT_CHUNK: Final = 20
-# larger frames go through Engine.IO (compressing one may wait for an executor)
-DIRECT_MAX_BYTES: Final = 16 * 1024
 STREAM_QUEUE: Final = 256
 # ScanStatus values for which the QR code is worth showing (Unknown, Waiting, Scanned, Timeout)
 _SHOW_QR: Final = frozenset({0, 2, 3, 5})
@@ -113,19 +127,6 @@ def qr_data_uri(text: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
 
 
-def _text_frame(payload: bytes) -> bytes:
-    """An unmasked, uncompressed, final websocket text frame (RFC 6455 5.2), as a server
-    sends it: the same bytes for every connection without permessage-deflate."""
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", 0x81, length)
-    elif length < 65536:
-        header = struct.pack("!BBH", 0x81, 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, length)
-    return header + payload
-
-
 class WebHub:
     """Web clients, their subscriptions, typed actions, the dashboard and the REST API.
 
@@ -133,12 +134,10 @@ class WebHub:
     ``server.on_web_message`` and ``server.emit_to_web``.
     """
 
-    def __init__(self, server: SocketServerCore) -> None:
-        self.server = server
-        self.sio = server.sio
-        raw = server.config.raw
-        section = raw.get("web") or {}
-        self.tokens = TokenRegistry.from_config(raw)
+    def __init__(self, host: WebHost, transport: SocketTransport) -> None:
+        self.host = host
+        self.transport = transport
+        section = host.config.raw.get("web") or {}
         self.flush_interval = max(0.0, float(section.get("flush_ms", DEFAULT_FLUSH_MS)) / 1000)
         self.dashboard_enabled = bool(section.get("dashboard", True))
         self.feed: deque[dict[str, Any]] = deque(maxlen=FEED_SIZE)
@@ -153,45 +152,43 @@ class WebHub:
         self._flusher: asyncio.Task[None] | None = None
         self.delivered_batches = 0
 
-        #: Engine.IO sid -> the aiohttp websocket wrapper of that connection (see
-        #: :meth:`_install_direct_writes`); empty when the driver could not be wrapped
-        self._websockets: dict[str, Any] = {}
-        self.direct_frames = 0
-        self.queued_frames = 0
-        self._install_direct_writes()
+        transport.on(EV_SUBSCRIBE, self._on_subscribe)
+        transport.on(EV_UNSUBSCRIBE, self._on_unsubscribe)
+        transport.on(EV_ACTION, self._on_action)
+        host.add_event_listener(self._on_bot_event)
 
-        self.sio.on(EV_SUBSCRIBE, self._on_subscribe)
-        self.sio.on(EV_UNSUBSCRIBE, self._on_unsubscribe)
-        self.sio.on(EV_ACTION, self._on_action)
-        server.add_event_listener(self._on_bot_event)
+    @property
+    def direct_frames(self) -> int:
+        """Fan-out frames written straight to a websocket (see ``bench/fanout.py``)."""
+        return self.transport.fanout.direct_frames
 
-        from .api import install
-
-        self.api_app = install(self, server.app)
+    @property
+    def queued_frames(self) -> int:
+        """Fan-out frames that went through Engine.IO's queue."""
+        return self.transport.fanout.queued_frames
 
     # ------------------------------------------------------------------ auth
 
     def authenticate(self, token: str | None) -> Grant | None:
         """The grant of a presented token: the main token and ``server.web_token`` open
         everything, ``web.tokens`` entries what they list; None for anything else."""
-        if not isinstance(token, str) or not token:
-            return None
-        opens_all = self.server._token_opens(token, ROLE_WEB)
-        extra = self.tokens.authenticate(token)
-        return Grant(FULL_ACCESS, "server.token") if opens_all else extra
+        return self.host.authenticator.authenticate(token, ROLE_WEB)
+
+    def auth_failed(self, remote: str | None) -> float:
+        """Count a failed authentication from ``remote``; how long to hold the refusal."""
+        return self.host.authenticator.failed(remote)
 
     def permissions(self, sid: str) -> frozenset[str]:
         """What the web client ``sid`` may do (empty for unknown clients and puppets)."""
         session = self.sessions.get(sid)
         return session.permissions if session is not None else frozenset()
 
-    def client_connected(self, sid: str, role: str, permissions: frozenset[str]) -> None:
-        if role == ROLE_WEB:
-            self.sessions[sid] = WebSession(sid, permissions)
-        self._notify_streams("clients", {})
-
-    def client_disconnected(self, sid: str) -> None:
-        self.sessions.pop(sid, None)
+    def client_changed(self, info: ClientInfo, connected: bool) -> None:
+        """A client connected (authenticated) or went away."""
+        if not connected:
+            self.sessions.pop(info.sid, None)
+        elif info.role == ROLE_WEB:
+            self.sessions[info.sid] = WebSession(info.sid, info.permissions)
         self._notify_streams("clients", {})
 
     # ------------------------------------------------------------------ messages
@@ -228,12 +225,12 @@ class WebHub:
             return False
         for handler in list(handlers):
             try:
-                answer = await self.server.call_handler(handler, sid, message)
+                answer = await self.host.call_handler(handler, sid, message)
             except Exception:
                 log.exception("web message handler %r failed on a %r envelope", handler, kind)
                 continue
             if answer is not None:
-                await self.server.async_send_message_to_client(answer, sid=sid)
+                await self.host.async_send_message_to_client(answer, sid=sid)
         return True
 
     async def emit_to_web(
@@ -246,14 +243,14 @@ class WebHub:
         if event in RESERVED_EVENTS:
             raise ValueError(f"{event!r} is reserved by MetaPuppet; choose another event name")
         if to is None:
-            await self.sio.emit(event, data, room=WEB_ROOM)
+            await self.transport.emit(event, data, to=WEB_ROOM)
             return
         sids = [to] if isinstance(to, str) else list(to)
         for sid in sids:
             if sid not in self.sessions:
                 raise ValueError(f"{sid!r} is not a connected web client")
         if sids:
-            await self.sio.emit(event, data, to=sids)
+            await self.transport.emit(event, data, to=sids)
 
     # ------------------------------------------------------------------ socket events
 
@@ -309,7 +306,7 @@ class WebHub:
                 )
             self.require(self.permissions(sid), ACTIONS[name].permission)
             params = {k: v for k, v in data.items() if k != "action"}
-            result = await run_action(self.server, name, params)
+            result = await run_action(self.host, name, params)
         except WebError as exc:
             log.info("web client %s: action refused: %s", sid, exc.message)
             return {"ok": False, **exc.envelope()}
@@ -391,154 +388,8 @@ class WebHub:
             if frame:
                 stream.put(EV_EVENTS, frame)
         for chosen, sids in by_selection.items():
-            await self._send_to_many(EV_EVENTS, [wires[i] for i in chosen], sids)
+            await self.transport.send_to_many(EV_EVENTS, [wires[i] for i in chosen], sids)
         self.delivered_batches += 1
-
-    def _install_direct_writes(self) -> None:
-        """Remember each websocket connection, so the fan-out can write to it directly.
-
-        Engine.IO's aiohttp driver keeps its websocket wrapper private to the connection's
-        handler; a subclass, installed on this server's Engine.IO instance only (a copy of
-        its driver table, not the shared module), records it by Engine.IO sid while the
-        connection lives. Anything unexpected leaves the driver alone: the fan-out then goes
-        through Engine.IO's queues as before.
-        """
-        eio = getattr(self.sio, "eio", None)
-        drivers = getattr(eio, "_async", None)
-        mode = getattr(eio, "async_mode", None)
-        if eio is None or not isinstance(drivers, dict) or mode != "aiohttp":
-            return
-        base = drivers.get("websocket")
-        if not isinstance(base, type):
-            return
-        registry = self._websockets
-
-        class RecordedWebSocket(base):  # type: ignore[misc, valid-type]
-            async def __call__(self, environ: Any) -> Any:
-                sid = getattr(getattr(self.handler, "__self__", None), "sid", None)
-                if not isinstance(sid, str):
-                    return await super().__call__(environ)
-                registry[sid] = self
-                try:
-                    return await super().__call__(environ)
-                finally:
-                    if registry.get(sid) is self:
-                        del registry[sid]
-
-        eio._async = {**drivers, "websocket": RecordedWebSocket}
-
-    def _writable_now(self, eio_sid: str, ping_deadline: float) -> Any:
-        """The aiohttp websocket of ``eio_sid`` when a frame written to it now keeps every
-        Engine.IO invariant, else None (the frame then goes through Engine.IO's queue).
-
-        Safe means: the connection is an established websocket (not upgrading, closing or
-        past its ping timeout); Engine.IO's writer task is idle, waiting on an empty queue
-        (so nothing sent earlier through Engine.IO (an ack, ``presence``, ``emit_to_web``)
-        is still on its way and could be overtaken); and the transport takes the frame
-        without waiting (nothing buffered: a slow reader's frames queue in Engine.IO, in
-        its own writer task, and never hold up the fan-out to the others).
-        ``ping_deadline``: a pong older than this (``time.time()`` based) is overdue.
-        """
-        wrapper = self._websockets.get(eio_sid)
-        if wrapper is None:
-            return None
-        socket = self.sio.eio.sockets.get(eio_sid)
-        if (
-            socket is None
-            or not socket.upgraded
-            or socket.upgrading
-            or socket.closing
-            or socket.closed
-        ):
-            return None
-        last_ping = socket.last_ping
-        if last_ping and last_ping < ping_deadline:
-            return None  # Engine.IO's send() closes it
-        queue = socket.queue
-        if queue.qsize():
-            return None
-        # the writer task waits in queue.get(): its waiter is in _getters until a packet
-        # wakes it; from then until the packet is written, the writer holds it
-        getters = getattr(queue, "_getters", None)
-        if not getters:
-            return None
-        for getter in getters:
-            if getter.done():
-                return None
-        ws = wrapper._sock
-        writer = getattr(ws, "_writer", None)
-        if writer is None or ws.closed or ws._closing or writer._closing:
-            return None
-        transport = writer.transport
-        if transport.is_closing() or transport.get_write_buffer_size() or writer.protocol._paused:
-            return None
-        return ws
-
-    async def _send_to_many(self, event: str, data: Any, sids: list[str]) -> None:
-        """Send one frame to many clients, encoded once, yielding to the loop now and then.
-
-        ``sio.emit(to=sids)`` creates one task per recipient and runs them all in one go;
-        with hundreds of web clients that starves everything else on the loop (the puppets'
-        events included) for the whole fan-out. Instead the packet is encoded once, and
-        when it is safe (see :meth:`_writable_now`) written straight to each client's
-        websocket: the same prebuilt websocket frame for every connection without
-        compression, aiohttp's ``send_frame`` for those with it. That costs a fraction of
-        going through Engine.IO's per-client queue and writer task (one task and one timer
-        per packet on Python 3.11); a client for which it is not safe gets the packet
-        through its Engine.IO queue as before. The loop gets a turn every
-        :data:`FANOUT_CHUNK` clients, so the puppets' own events keep flowing
-        (bench/fanout.py).
-        """
-        packet = self._encode(event, data)
-        if packet is None:
-            await self.sio.emit(event, data, to=sids)
-            return
-        encoded = packet.encode()
-        payload = encoded.encode("utf-8") if isinstance(encoded, str) else None
-        direct = payload is not None and len(payload) <= DIRECT_MAX_BYTES
-        frame = _text_frame(payload) if payload is not None and direct else b""
-        manager, eio = self.sio.manager, self.sio.eio
-        ping_deadline = time.time() - eio.ping_timeout
-        written = queued = 0
-        for index, sid in enumerate(sids):
-            eio_sid = manager.eio_sid_from_sid(sid, "/")
-            if eio_sid is not None:
-                ws = self._writable_now(eio_sid, ping_deadline) if direct else None
-                sent = False
-                if ws is not None:
-                    try:
-                        writer = ws._writer
-                        if writer.compress:  # permessage-deflate: aiohttp compresses
-                            await ws.send_frame(payload, WSMsgType.TEXT)
-                        else:
-                            writer.transport.write(frame)
-                        sent = True
-                        written += 1
-                    except Exception:  # the connection is going away: let Engine.IO see
-                        log.debug("direct write to %s failed", sid, exc_info=True)
-                if not sent:
-                    await eio.send_packet(eio_sid, packet)
-                    queued += 1
-            if index % FANOUT_CHUNK == FANOUT_CHUNK - 1:
-                await asyncio.sleep(0)
-        self.direct_frames += written
-        self.queued_frames += queued
-
-    def _encode(self, event: str, data: Any) -> Any:
-        """The Engine.IO packet of a Socket.IO event, or None to fall back to ``emit``."""
-        try:
-            from engineio import packet as eio_packet
-            from socketio import packet as sio_packet
-
-            encoded = self.sio.packet_class(
-                sio_packet.EVENT, namespace="/", data=[event, data]
-            ).encode()
-        except Exception:  # pragma: no cover - a python-socketio without these internals
-            log.debug("falling back to emit for web fan-out", exc_info=True)
-            return None
-        if not isinstance(encoded, str):  # binary attachments: let python-socketio do it
-            return None
-        return eio_packet.Packet(eio_packet.MESSAGE, encoded)
 
     def _notify_streams(self, kind: str, data: Any) -> None:
         for stream in list(self.streams):
@@ -548,8 +399,9 @@ class WebHub:
 
     def bots(self) -> list[dict[str, Any]]:
         """Every bot seen or connected: login state, the QR code while a scan is needed."""
-        puppets = {c["bot"]: c for c in self.server.list_clients() if c.get("role") == "puppet"}
-        names = sorted(set(self.bot_states) | set(self.server.bots))
+        connected = self.host.bots
+        puppets = {c["bot"]: c for c in self.host.list_clients() if c.get("role") == "puppet"}
+        names = sorted(set(self.bot_states) | set(connected))
         answer = []
         for name in names:
             state = self.bot_states.get(name) or BotState(name)
@@ -566,9 +418,9 @@ class WebHub:
             answer.append(
                 {
                     "bot": name,
-                    "connected": name in self.server.bots,
+                    "connected": name in connected,
                     "status": client.get("status")
-                    or ("online" if name in self.server.bots else "offline"),
+                    or ("online" if name in connected else "offline"),
                     "logged_in": logged_in,
                     "user": user,
                     "scan": scan,
@@ -590,7 +442,7 @@ class WebHub:
 
     async def dialogs(self) -> list[dict[str, Any]]:
         """Dialogs in progress, from ``server.dialog_provider`` (none when it is unset)."""
-        provider = getattr(self.server, "dialog_provider", None)
+        provider = self.host.dialog_provider
         if provider is None:
             return []
         found = provider()

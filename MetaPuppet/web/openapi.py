@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Any, Final
 from .errors import ERROR_CODES, ERROR_DESCRIPTIONS
 
 if TYPE_CHECKING:
-    from .api import Route
+    from .routes import Route
+
+__all__ = [
+    "NULLABLE_NUMBER",
+    "NULLABLE_STRING",
+    "OPENAPI_VERSION",
+    "QUERY",
+    "SCHEMAS",
+    "build",
+]
 
 OPENAPI_VERSION: Final = "3.1.0"
 

@@ -1,0 +1,204 @@
+"""Send budgets: how many messages a bot may still send a contact, and until when.
+
+Channels with a budget (iLink) accept a bot's message only after the user wrote, a limited
+number per user message, within a window after it (:class:`~MetaPuppet.protocol.SendBudget`).
+The model here is per user message: each message from the user opens a *window* (it
+brings a fresh ``context_token`` on the Node side) with its own allowance, measured from
+the time the user sent it, so a bot that catches up after downtime does not answer
+messages whose window already closed. A reply to a message uses that message's window; any
+other send uses the newest one.
+
+The windows are kept in ``send-budgets.json`` in the data directory (0600), so a restart
+neither forgets what was sent nor reopens a closed window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from ._files import write_json
+from .errors import SendWindowClosed
+from .protocol import SendBudget
+
+__all__ = ["MAX_CONTACTS", "MAX_WINDOWS", "SendBudgets", "Window"]
+
+log = logging.getLogger("MetaPuppet.budget")
+
+#: windows remembered per contact (the newest); older ones have long closed
+MAX_WINDOWS: Final = 16
+#: contacts remembered per process; the least recently active are forgotten first
+MAX_CONTACTS: Final = 100_000
+FILE_FORMAT: Final = 1
+
+
+@dataclass
+class Window:
+    """The allowance one user message opened."""
+
+    message_id: str
+    opened_at: float
+    sent: int = 0
+    #: why the channel itself refused a send in this window (it stays closed)
+    refused: str | None = None
+
+    def to_wire(self) -> list[Any]:
+        return [self.message_id, self.opened_at, self.sent, self.refused]
+
+    @classmethod
+    def from_wire(cls, wire: Any) -> Window:
+        message_id, opened_at, sent, refused = wire
+        return cls(str(message_id), float(opened_at), int(sent), refused)
+
+
+class SendBudgets:
+    """The windows of every (bot, contact) on channels with a budget.
+
+    ``clock`` gives seconds since the epoch (injectable for tests); ``path`` is where the
+    windows are kept (None: memory only).
+    """
+
+    def __init__(self, path: Path | None = None, *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.clock = clock
+        self._windows: OrderedDict[tuple[str, str], list[Window]] = OrderedDict()
+        self._loaded = False
+
+    # ------------------------------------------------------------------ the user writes
+
+    def user_wrote(self, bot: str, contact: str, message_id: str, sent_at: float) -> None:
+        """A message from ``contact`` arrived: it opens a window from ``sent_at``."""
+        self._load()
+        key = (bot, contact)
+        windows = self._windows.pop(key, [])
+        if any(w.message_id == message_id for w in windows):
+            self._windows[key] = windows  # the same message again: nothing new
+            return
+        windows.append(Window(message_id, sent_at))
+        windows.sort(key=lambda w: w.opened_at)
+        del windows[:-MAX_WINDOWS]
+        self._windows[key] = windows
+        while len(self._windows) > MAX_CONTACTS:
+            self._windows.popitem(last=False)
+        self._save()
+
+    # ------------------------------------------------------------------ the bot sends
+
+    def check(
+        self, bot: str, contact: str, rules: SendBudget, reply_to: str | None = None
+    ) -> Window | None:
+        """The window a send now would use; raises :class:`SendWindowClosed` (nothing sent)
+        when the rules do not allow it. None: the rules do not need a window."""
+        self._load()
+        window = self._window(bot, contact, reply_to)
+        if window is None:
+            if rules.user_first:
+                raise SendWindowClosed(
+                    bot, contact, "the user has not written to the bot yet", closed_at=None
+                )
+            return None
+        closes = window.opened_at + rules.window_s
+        if window.refused is not None:
+            raise SendWindowClosed(bot, contact, window.refused, closed_at=window.opened_at)
+        if self.clock() >= closes:
+            hours = rules.window_s / 3600
+            raise SendWindowClosed(
+                bot,
+                contact,
+                f"the window of {hours:g} h after the user's message closed at "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(closes))}",
+                closed_at=closes,
+            )
+        if window.sent >= rules.per_user_message:
+            raise SendWindowClosed(
+                bot,
+                contact,
+                f"{window.sent} messages were sent since the user's message, the most the "
+                f"channel allows ({rules.per_user_message})",
+                closed_at=self.clock(),
+            )
+        return window
+
+    def spent(self, bot: str, contact: str, window: Window | None) -> None:
+        """A send through ``window`` was accepted by the channel."""
+        if window is not None:
+            window.sent += 1
+            self._save()
+
+    def refused(self, bot: str, contact: str, window: Window | None, reason: str) -> None:
+        """The channel refused a send through ``window``: it is closed until the user writes."""
+        if window is not None:
+            window.refused = reason
+            self._save()
+
+    def status(self, bot: str, contact: str, rules: SendBudget) -> dict[str, Any]:
+        """What may be sent to ``contact`` now (``server.send_budget``, the dashboard)."""
+        self._load()
+        window = self._window(bot, contact, None)
+        status: dict[str, Any] = {"contact": contact, "rules": rules.to_wire()}
+        if window is None:
+            status.update(open=not rules.user_first, remaining=None, closes_at=None)
+            status["reason"] = None if not rules.user_first else "the user has not written yet"
+            return status
+        closes = window.opened_at + rules.window_s
+        remaining = max(0, rules.per_user_message - window.sent)
+        try:
+            self.check(bot, contact, rules)
+            reason = None
+        except SendWindowClosed as closed:
+            reason = closed.reason
+        status.update(
+            open=reason is None,
+            remaining=0 if reason is not None else remaining,
+            closes_at=closes,
+            opened_by=window.message_id,
+            opened_at=window.opened_at,
+            sent=window.sent,
+            reason=reason,
+        )
+        return status
+
+    def _window(self, bot: str, contact: str, reply_to: str | None) -> Window | None:
+        windows = self._windows.get((bot, contact))
+        if not windows:
+            return None
+        if reply_to is not None:
+            for window in windows:
+                if window.message_id == reply_to:
+                    return window
+        return windows[-1]
+
+    # ------------------------------------------------------------------ the file
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self.path is None or not self.path.is_file():
+            return
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            for entry in data["windows"]:
+                bot, contact, windows = entry
+                self._windows[(str(bot), str(contact))] = [Window.from_wire(w) for w in windows]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.error("could not read the send budgets in %s (%s); starting afresh", self.path, exc)
+            self._windows.clear()
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        windows = [
+            [bot, contact, [w.to_wire() for w in items]]
+            for (bot, contact), items in self._windows.items()
+        ]
+        try:
+            write_json(self.path, {"format": FILE_FORMAT, "windows": windows})
+        except OSError as exc:
+            log.error("could not save the send budgets to %s: %s", self.path, exc)

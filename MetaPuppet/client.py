@@ -1,0 +1,253 @@
+"""PuppetClient: the server's API to connected bots, over the transport.
+
+It implements :class:`~MetaPuppet.types.PuppetAPI` (what every view talks to): run
+snippets, send things (through the outgoing rate limit), and name the only bot. The views
+built for incoming events hold this object, so ``room.say()`` goes view -> client ->
+link: one look-up of the puppet, one call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Iterable
+from typing import Any, Final
+
+from . import protocol, snippets
+from ._loop import on_loop, running_loop
+from .budget import SendBudgets
+from .errors import MetaPuppetError, NotSupported, SendWindowClosed, SnippetError
+from .protocol import BotEvent, Capabilities
+from .transport.link import PuppetLink
+from .transport.registry import PuppetRegistry
+from .types import ContactSelf, contact_from_wire, id_of, reply_to_sayables, sayable_to_wire
+
+__all__ = ["ANSWER_MARGIN_S", "PuppetClient"]
+
+# How long the server waits for an answer beyond the snippet's own timeout, which the
+# Node side enforces; past this margin the puppet itself is not answering.
+ANSWER_MARGIN_S: Final = 5.0
+SAY_TIMEOUT_S: Final = 120.0
+#: the ``code`` of a send the channel refused because the window is closed (iLink ret -2)
+SEND_REFUSED: Final = -2
+#: what each kind of sayable needs of the channel
+_SAYABLE_NEEDS: Final = {
+    "file": "files",
+    "file_url": "files",
+    "url": "url_links",
+    "mini_program": "mini_programs",
+    "contact": "contact_cards",
+}
+log = logging.getLogger("MetaPuppet.client")
+_FUNC_PATH = re.compile(r"^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$")
+
+
+class PuppetClient:
+    """Calls into connected puppets: snippets, typed sends, control.
+
+    ``rate_limiter`` is consulted before every outgoing message
+    (``await rate_limiter.acquire(bot, chat)``); None sends at full speed. ``loop`` is the
+    server's loop once it runs: calls made from another loop are carried over to it.
+    """
+
+    def __init__(
+        self,
+        registry: PuppetRegistry,
+        *,
+        rate_limiter: Any = None,
+        budgets: SendBudgets | None = None,
+    ) -> None:
+        self.registry = registry
+        self.rate_limiter = rate_limiter
+        #: send windows of channels with a budget (iLink)
+        self.budgets = budgets if budgets is not None else SendBudgets()
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def capabilities(self, bot: str | None = None) -> Capabilities:
+        """What the channel of ``bot`` (or of the only bot) can do."""
+        return self.registry.capabilities(bot if bot is not None else self.only_bot())
+
+    def send_budget(self, bot: str | None, contact: Any) -> dict[str, Any] | None:
+        """What may be sent to ``contact`` now; None on a channel without a budget."""
+        name = bot if bot is not None else self.only_bot()
+        rules = self.registry.capabilities(name).send_budget
+        return None if rules is None else self.budgets.status(name, id_of(contact), rules)
+
+    def note_event(self, event: BotEvent) -> None:
+        """Keep track of what the channel needs to know of incoming events: capabilities
+        reported at login, and the send windows that users' messages open."""
+        payload = event.payload
+        if event.name == "login" and isinstance(payload.get("capabilities"), dict):
+            try:
+                reported = protocol.parse_capabilities(payload["capabilities"])
+            except MetaPuppetError as exc:
+                log.warning("bot %r reported unreadable capabilities: %s", event.bot, exc)
+            else:
+                self.registry.update_capabilities(event.bot, reported)
+            return
+        if event.name != "message" or payload.get("self") or payload.get("roomId"):
+            return
+        if self.registry.capabilities(event.bot).send_budget is None:
+            return
+        talker = payload.get("talkerId") or payload.get("fromId")
+        if talker:
+            message_id = str(payload.get("id") or event.id)
+            sent_at = _seconds(payload.get("timestamp"), event.ts)
+            self.budgets.user_wrote(event.bot, str(talker), message_id, sent_at)
+
+    def _require(self, link: PuppetLink, capability: str | None, what: str) -> None:
+        if capability is not None and not link.capabilities.can(capability):
+            raise NotSupported(link.capabilities.channel, capability, what)
+
+    @property
+    def bots(self) -> list[str]:
+        return self.registry.bots
+
+    def only_bot(self) -> str:
+        return self.registry.only_bot()
+
+    async def exec_snippet(
+        self, code: str, args: Any = None, *, bot: str | None = None, timeout: float = 30.0
+    ) -> Any:
+        """Run a TypeScript snippet on a bot and return its (serialised) result."""
+        if self.loop is not None and running_loop() is not self.loop:
+            return await on_loop(self.loop, self.exec_snippet(code, args, bot=bot, timeout=timeout))
+        if not isinstance(code, str) or not code.strip():
+            raise ValueError("code must be a non-empty string of TypeScript")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        link = await self.registry.pick(bot)
+        self._require(link, snippets.required_capability(code, args), "this call")
+        return await self._run(link, code, args, timeout)
+
+    async def typing(self, conversation_id: Any, on: bool, *, bot: str | None = None) -> bool:
+        """Show (or stop showing) "typing..." in a chat; False where the channel has none."""
+        link = await self.registry.pick(bot)
+        if not link.capabilities.can("typing"):
+            return False
+        args = {"to": id_of(conversation_id), "on": bool(on)}
+        return bool(await self._run(link, snippets.TYPING, args, 10.0))
+
+    @staticmethod
+    async def _run(link: PuppetLink, code: str, args: Any, timeout: float) -> Any:
+        answer = await link.call(
+            protocol.EV_EXEC,
+            protocol.exec_request(code, {} if args is None else args, timeout),
+            timeout + ANSWER_MARGIN_S,
+        )
+        return protocol.unwrap_exec_response(answer, bot=link.bot)
+
+    async def echo(self, data: Any, *, bot: str | None = None, timeout: float = 10.0) -> Any:
+        """A raw round trip to the Node client (no snippet): the benchmark baseline."""
+        link = await self.registry.pick(bot)
+        return await link.call(protocol.EV_ECHO, data, timeout)
+
+    async def control(self, action: str, *, bot: str | None, timeout: float) -> None:
+        """Ask the Node client itself to do something (``restart-bot``)."""
+        link = await self.registry.pick(bot, 0.0)
+        answer = await link.call(protocol.EV_CONTROL, {"action": action}, timeout)
+        protocol.unwrap_exec_response(answer, bot=link.bot)
+
+    async def call_function(
+        self, func_name: str, params: Iterable[Any] = (), *, bot: str | None = None
+    ) -> Any:
+        """Call one function by its dotted name (``bot.Contact.findAll``) with ``params``."""
+        if not isinstance(func_name, str) or not _FUNC_PATH.match(func_name):
+            raise ValueError(
+                f"func_name must be a dotted name like bot.Contact.findAll: {func_name!r}"
+            )
+        args = {"path": func_name, "params": list(params)}
+        return await self.exec_snippet(snippets.CALL_FUNCTION, args, bot=bot)
+
+    async def current_user(self, bot: str | None = None) -> ContactSelf:
+        """The bot's own account."""
+        wire = await self.exec_snippet(snippets.CURRENT_USER, bot=bot)
+        user = contact_from_wire(self, bot or self.only_bot(), wire)
+        if not isinstance(user, ContactSelf):
+            raise MetaPuppetError(f"the bot is not logged in (got {wire!r:.80})")
+        return user
+
+    async def say(
+        self,
+        conversation_id: Any,
+        something: Any,
+        *,
+        bot: str | None = None,
+        room: bool | None = None,
+        mentions: Iterable[Any] = (),
+        reply_to: str | None = None,
+    ) -> str | None:
+        """Send one thing (text, FileBox, UrlLink, ...) to a contact or room; returns its id.
+
+        ``conversation_id`` may be an id or a view (Contact, Room); ``mentions`` ids or
+        Contacts. ``reply_to`` is the id of the message this answers: on a channel with
+        send windows the answer uses that message's window.
+
+        Raises :class:`NotSupported` when the channel cannot send this (a room on iLink)
+        and :class:`SendWindowClosed` when its send budget does not allow it now; both at
+        once, before anything is sent.
+        """
+        to = id_of(conversation_id)
+        kind = type(conversation_id).__name__
+        named_room = kind == "Room" if kind in ("Room", "Contact", "ContactSelf") else None
+        args = {
+            "to": to,
+            "sayable": sayable_to_wire(something),
+            "mentions": [id_of(m) for m in mentions],
+        }
+        call = self._say(bot, to, room if room is not None else named_room, args, reply_to)
+        if self.loop is not None and running_loop() is not self.loop:
+            return await on_loop(self.loop, call)
+        return await call
+
+    async def _say(
+        self,
+        bot: str | None,
+        to: str,
+        room: bool | None,
+        args: dict[str, Any],
+        reply_to: str | None,
+    ) -> str | None:
+        link = await self.registry.pick(bot)
+        capabilities = link.capabilities
+        if room is None:
+            # the channel, not the id's shape, decides: iLink user ids contain an @ too
+            room = capabilities.can("rooms") and to.endswith("@chatroom")
+        if room:
+            self._require(link, "rooms", "sending to a room")
+        self._require(link, _SAYABLE_NEEDS.get(args["sayable"]["type"]), "sending this")
+        args["kind"] = "room" if room else "contact"
+        rules = capabilities.send_budget
+        window = None
+        if rules is not None:
+            window = self.budgets.check(link.bot, to, rules, reply_to)
+            # only a channel with send windows needs to know what a send answers
+            args["replyTo"] = window.message_id if window is not None else None
+        if self.rate_limiter is not None:
+            await self.rate_limiter.acquire(link.bot, to)
+        try:
+            result = await self._run(link, snippets.SAY, args, SAY_TIMEOUT_S)
+        except SnippetError as exc:
+            if rules is None or exc.code != SEND_REFUSED:
+                raise
+            reason = f"the channel refused a send (code {exc.code}): its send window is closed"
+            self.budgets.refused(link.bot, to, window, reason)
+            raise SendWindowClosed(link.bot, to, reason, closed_at=time.time()) from exc
+        self.budgets.spent(link.bot, to, window)
+        return str(result) if result else None
+
+    async def send_reply(
+        self, reply: Any, *, to: str, bot: str | None, room: bool, reply_to: str | None = None
+    ) -> None:
+        """Send whatever a robot hook returned (str, FileBox, legacy dict, list, ...)."""
+        for something in reply_to_sayables(reply):
+            await self.say(to, something, bot=bot, room=room, reply_to=reply_to)
+
+
+def _seconds(timestamp: Any, fallback_ms: float) -> float:
+    """A Wechaty timestamp (seconds or milliseconds) as seconds since the epoch."""
+    if isinstance(timestamp, int | float) and not isinstance(timestamp, bool) and timestamp > 0:
+        return timestamp / 1000 if timestamp > 1e11 else float(timestamp)
+    return fallback_ms / 1000 if fallback_ms > 0 else time.time()

@@ -1,0 +1,38 @@
+"""Route: one REST API route, as the server registers it and the OpenAPI document says."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from .hub import WebHub
+
+__all__ = ["Handler", "Route"]
+
+Handler = Callable[["WebHub", web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API route: what the server registers and what the OpenAPI document says."""
+
+    method: str
+    path: str  # under /api
+    operation_id: str
+    summary: str
+    tag: str
+    permission: str | None
+    handler: Handler
+    query: tuple[str, ...] = ()
+    request_schema: str | None = None
+    response_schema: Mapping[str, Any] | None = None
+    media_type: str | None = "application/json"
+    errors: tuple[str, ...] = ()
+
+    @property
+    def path_params(self) -> list[str]:
+        return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
