@@ -1,12 +1,16 @@
 # One command per job: `make demo`, `make test`, `make check`, `make bench`.
+# Your own robot without activating the venv: `make init`, `make serve BOT=mybot:bot`,
+# `make client`, `make doctor` (each runs .venv/bin/metapuppet; ARGS adds flags).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CLIENT := socket_client
 ARGS ?=
 PYTEST_ARGS ?=
+BOT ?=
+CONFIG ?=
 
-.PHONY: setup demo test test-python test-node check bench clean
+.PHONY: setup demo init serve client doctor test test-python test-node check bench clean
 
 setup: $(VENV)/.installed $(CLIENT)/node_modules/.installed
 
@@ -22,6 +26,18 @@ $(CLIENT)/node_modules/.installed: $(CLIENT)/package.json $(CLIENT)/package-lock
 
 demo: setup
 	$(BIN)/metapuppet demo $(ARGS)
+
+init: setup
+	$(BIN)/metapuppet init $(ARGS)
+
+serve: setup
+	$(BIN)/metapuppet serve $(if $(BOT),--bot $(BOT)) $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+client: setup
+	$(BIN)/metapuppet client $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
+
+doctor: setup
+	$(BIN)/metapuppet doctor $(if $(CONFIG),--config $(CONFIG)) $(ARGS)
 
 test: setup test-python test-node
 

@@ -13,9 +13,22 @@ import signal
 import socket
 import subprocess
 import sys
+import traceback
+from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
-from .config import MIN_EXPOSED_TOKEN_LENGTH, Config, load_config, write_config
+from .config import (
+    MIN_EXPOSED_TOKEN_LENGTH,
+    RATE_LIMIT_HELP,
+    Config,
+    RateLimits,
+    add_token,
+    load_config,
+    parse_rate_limit,
+    write_config,
+)
 from .errors import ConfigError, MetaPuppetError
 from .protocol import BotEvent
 from .robot import RobotBase
@@ -31,23 +44,88 @@ __all__ = [
     "main",
 ]
 
+BOT_HELP = (
+    "module:name, where name is a RobotBase instance, a subclass or a factory (e.g. mybot:bot)"
+)
+
 
 def _load_robot(spec: str) -> RobotBase:
-    module_name, _, class_name = spec.partition(":")
-    if not module_name or not class_name:
-        raise ConfigError(f"--bot takes module:Class (e.g. mybot:MyBot), got {spec!r}")
-    sys.path.insert(0, os.getcwd())
+    """The robot ``--bot module:name`` names: an instance, a RobotBase subclass, or a factory.
+
+    The README's ``bot = RobotBase()`` + decorators pattern is an instance; a class or a
+    function is called with no arguments. Every bad target is one :class:`ConfigError` line.
+    """
+    module_name, _, attribute = spec.partition(":")
+    module_name, attribute = module_name.strip(), attribute.strip()
+    if not module_name or not attribute:
+        raise ConfigError(f"--bot takes {BOT_HELP}; got {spec!r}")
+    module = _import_bot_module(module_name)
+    target: Any = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            raise ConfigError(f"{module_name} has no {attribute!r} (--bot takes {BOT_HELP})")
+        target = getattr(target, part)
+    if isinstance(target, RobotBase):
+        return target
+    if isinstance(target, type):
+        if not issubclass(target, RobotBase):
+            raise ConfigError(f"{spec} is the class {target.__name__}, not a RobotBase subclass")
+        what = f"{spec}()"
+    elif callable(target):
+        what = f"the factory {spec}()"
+    else:
+        kind = type(target).__name__
+        raise ConfigError(f"{spec} is a value of type {kind}, not a robot; --bot takes {BOT_HELP}")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"cannot import {module_name!r}: {exc}") from None
-    robot_class = getattr(module, class_name, None)
-    if robot_class is None:
-        raise ConfigError(f"{module_name} has no {class_name}")
-    robot = robot_class()
+        robot = target()
+    except Exception as exc:  # noqa: BLE001 - the user's code: one line, -v shows the rest
+        logging.getLogger("MetaPuppet.cli").debug("calling %s failed", what, exc_info=True)
+        raise ConfigError(f"{what} failed: {_one_line(exc)}") from None
     if not isinstance(robot, RobotBase):
-        raise ConfigError(f"{spec} is not a RobotBase subclass")
+        raise ConfigError(
+            f"{what} returned a value of type {type(robot).__name__}, not a RobotBase"
+        )
     return robot
+
+
+def _import_bot_module(name: str) -> ModuleType:
+    """Import ``name`` (a module path, or a ``.py`` file) from the working directory."""
+    if name.endswith(".py"):
+        path = Path(name)
+        if not path.is_file():
+            raise ConfigError(f"--bot: no file {path}")
+        sys.path.insert(0, str(path.resolve().parent))
+        name = path.stem
+    else:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise ConfigError(
+                f"cannot import {name!r}: no such module in {os.getcwd()} or on sys.path"
+            ) from None
+        raise ConfigError(f"importing {name} failed: {_one_line(exc)}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module: one line, -v shows the rest
+        logging.getLogger("MetaPuppet.cli").debug("importing %s failed", name, exc_info=True)
+        raise ConfigError(f"importing {name} failed: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """``Kind: message (file.py line N)``: where in the user's code it went wrong."""
+    where = ""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        where = f" ({Path(exc.filename).name} line {exc.lineno})"
+    else:
+        frames = traceback.extract_tb(exc.__traceback__)
+        prefixes = tuple({sys.prefix, sys.base_prefix, str(Path(__file__).parent)})
+        ours = [f for f in frames if not f.filename.startswith(("<", *prefixes))]
+        chosen = ours or frames
+        if chosen:
+            frame = chosen[-1]
+            where = f" ({Path(frame.filename).name} line {frame.lineno})"
+    text = str(exc.msg if isinstance(exc, SyntaxError) else exc).splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}{where}".strip()
 
 
 async def _serve(args: argparse.Namespace, config: Config) -> int:
@@ -59,7 +137,12 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
 
         robot = TestBot()
     server = SweetSocketServer(
-        robot=robot, config=config, host=args.host, port=args.port, data_dir=config.data_dir
+        robot=robot,
+        config=config,
+        host=args.host,
+        port=args.port,
+        data_dir=config.data_dir,
+        rate_limiter=config.rate_limiter(),
     )
     loop = asyncio.get_running_loop()
 
@@ -83,10 +166,24 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     print(f"MetaPuppet serving {type(robot).__name__} on {server.url}; Ctrl-C stops.", flush=True)
+    print(f"outgoing rate limit: {describe_rate_limits(config.rate_limits)}", flush=True)
     await stop.wait()
     print("stopping: finishing running handlers, writing snapshots…", flush=True)
     await server.stop()
     return 0
+
+
+def describe_rate_limits(limits: RateLimits | None) -> str:
+    """``per chat: 5 at once, then 1 per 1 s; per bot: ...`` for the start-up line."""
+    if limits is None:
+        return "off (server.rate_limit / --rate-limit)"
+    parts = []
+    for label, rate in (("per chat", limits.per_chat), ("per bot", limits.per_bot)):
+        if rate is None:
+            parts.append(f"{label}: off")
+        else:
+            parts.append(f"{label}: {rate.burst} at once, then {rate.count:g} per {rate.per:g} s")
+    return "; ".join(parts)
 
 
 async def _snapshot(server: SocketServerCore, bot: str) -> None:
@@ -95,7 +192,11 @@ async def _snapshot(server: SocketServerCore, bot: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    return asyncio.run(_serve(args, load_config(args.config)))
+    config = load_config(args.config)
+    if args.rate_limit is not None:
+        parse_rate_limit(args.rate_limit, where="--rate-limit")  # a bad flag names the flag
+        config = config.with_overrides(rate_limit=args.rate_limit)
+    return asyncio.run(_serve(args, config))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -120,16 +221,58 @@ def cmd_client(args: argparse.Namespace) -> int:
         env["METAPUPPET_OUTBOX_PATH"] = str(
             path if path.is_absolute() else config.path.resolve().parent / path
         )
-    process = subprocess.Popen(command, cwd=client_dir, env=env)
+    # the client stops by itself if this process dies without forwarding a signal (SIGKILL)
+    env["METAPUPPET_PARENT_PID"] = str(os.getpid())
+    return _run_forwarding_signals(command, cwd=client_dir, env=env)
+
+
+#: what `metapuppet client` hands on to the Node process (which stops cleanly on each)
+FORWARDED_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+def _run_forwarding_signals(command: list[str], *, cwd: Path, env: dict[str, str]) -> int:
+    """Run the Node client as a child and pass SIGINT/SIGTERM/SIGHUP on to it, once each.
+
+    The child gets its own process group, so a Ctrl-C in the terminal reaches it through us
+    exactly once (twice would make it exit without a clean stop). If this process dies
+    without a chance to forward (SIGKILL), the Node client notices that its parent is gone
+    and stops by itself (socket_client/src/parent.ts).
+    """
+    children: list[subprocess.Popen[bytes]] = []
+    early: list[int] = []  # a signal that came before the child existed
+
+    def forward(signum: int, _frame: object) -> None:
+        if not children:
+            early.append(signum)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            children[0].send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED_SIGNALS}
     try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.send_signal(signal.SIGINT)
-        return process.wait()
+        children.append(subprocess.Popen(command, cwd=cwd, env=env, process_group=0))
+        for signum in early:
+            children[0].send_signal(signum)
+        code = children[0].wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code if code >= 0 else 128 - code
 
 
 def cmd_init(args: argparse.Namespace) -> int:
-    config = write_config(args.path, force=args.force, bot=args.bot)
+    if args.token_only:
+        if args.bot is not None:
+            raise ConfigError("--token-only changes only server.token; leave out --bot")
+        existed = Path(args.path).exists()
+        config = add_token(args.path, force=args.force)
+        if existed:
+            print(f"added a fresh server.token to {config.path}; nothing else changed (mode 600)")
+            return 0
+    else:
+        config = write_config(args.path, force=args.force, bot=args.bot)
     print(f"wrote {config.path} with a fresh token (keep it secret; it is mode 600)")
     print("next: `metapuppet serve --bot yourmodule:YourBot` and `metapuppet client`")
     return 0
@@ -170,15 +313,23 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         results.append(_check(False, "config", str(exc)))
         return 1
     token = config.token
-    results.append(
-        _check(bool(token), "a token is set", "run `metapuppet init` or set METAPUPPET_TOKEN")
-    )
+    if config.path is not None:
+        # init refuses an existing file; --token-only adds the token and keeps the rest
+        add = f"run `metapuppet init --token-only --path {config.path}` or set METAPUPPET_TOKEN"
+    else:
+        add = "run `metapuppet init` (writes config.json) or set METAPUPPET_TOKEN"
+    results.append(_check(bool(token), "a token is set", add))
     if token:
         results.append(
             _check(
                 len(token) >= MIN_EXPOSED_TOKEN_LENGTH,
                 f"token strength ({len(token)} characters)",
-                f"use at least {MIN_EXPOSED_TOKEN_LENGTH} random characters (`metapuppet init`)",
+                f"use at least {MIN_EXPOSED_TOKEN_LENGTH} random characters: "
+                + (
+                    f"`metapuppet init --token-only --force --path {config.path}` replaces it"
+                    if config.path is not None
+                    else "`metapuppet init`"
+                ),
             )
         )
     with socket.socket() as probe:
@@ -203,7 +354,78 @@ def cmd_doctor(args: argparse.Namespace) -> int:
                 installed, f"puppet package {package}", f"cd {client_dir} && npm install {package}"
             )
         )
+    if puppet == SERVICE_PUPPET:
+        results.extend(_service_checks(config, os.environ))
     return 0 if all(results) else 1
+
+
+SERVICE_PUPPET = "wechaty-puppet-service"
+
+
+def _service_checks(config: Config, env: Mapping[str, str]) -> list[bool]:
+    """The puppet-service token has its ``prefix_`` form and the endpoint answers (TCP)."""
+    puppet = config.raw.get("puppet") or {}
+    options = puppet.get("options") or {}
+    raw_tls = options.get("tls")
+    tls: dict[str, Any] = raw_tls if isinstance(raw_tls, dict) else {}
+    token = puppet.get("token") or options.get("token") or env.get("WECHATY_PUPPET_SERVICE_TOKEN")
+    results = [
+        _check(
+            bool(token),
+            "a puppet-service token is set",
+            "set puppet.token in the config or METAPUPPET_PUPPET_SERVICE_TOKEN",
+        )
+    ]
+    if token:
+        cut = str(token).rfind("_")
+        results.append(
+            _check(
+                0 < cut < len(str(token)) - 1 or bool(tls.get("serverName")),
+                "the puppet-service token has the <prefix>_<secret> form",
+                "a puppet-service token reads like insecure_<uuid> (the prefix is the TLS "
+                "server name): use the whole token your provider gave, or set "
+                "puppet.options.tls.serverName",
+            )
+        )
+    endpoint = (
+        env.get("METAPUPPET_PUPPET_SERVICE_ENDPOINT")
+        or options.get("endpoint")
+        or env.get("WECHATY_PUPPET_SERVICE_ENDPOINT")
+    )
+    if not endpoint:
+        results.append(
+            _check(
+                False,
+                "a puppet-service endpoint is set",
+                'set puppet.options.endpoint to the service\'s host:port (e.g. "127.0.0.1:8788") '
+                "or METAPUPPET_PUPPET_SERVICE_ENDPOINT; token discovery does not work",
+            )
+        )
+        return results
+    host, sep, port = str(endpoint).rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        results.append(
+            _check(False, f"puppet-service endpoint {endpoint!r}", "give it as host:port")
+        )
+        return results
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            answered, why = True, ""
+    except OSError as exc:
+        answered, why = False, f": {exc.strerror or exc}"
+    disabled = tls.get("disable")
+    mode = "plain gRPC (tls.disable)" if disabled else "TLS"
+    results.append(
+        _check(
+            answered,
+            f"the puppet service at {endpoint} answers (TCP; the client will use {mode})"
+            + ("" if answered else f"{why}"),
+            "start the puppet service, or fix puppet.options.endpoint / "
+            "METAPUPPET_PUPPET_SERVICE_ENDPOINT",
+        )
+    )
+    return results
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,10 +439,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     serve = sub.add_parser("serve", help="run the server with your robot")
-    serve.add_argument("--bot", help="module:Class of your RobotBase subclass (default TestBot)")
+    serve.add_argument("--bot", help=f"your robot: {BOT_HELP} (default TestBot)")
     serve.add_argument("--config", help="config file (default $METAPUPPET_CONFIG or ./config.json)")
     serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default from config: 8080)")
+    serve.add_argument(
+        "--rate-limit",
+        metavar="SPEC",
+        help="outgoing rate limit, overrides server.rate_limit: "
+        + RATE_LIMIT_HELP
+        + "; default per_chat=1/1s:5,per_bot=40/1m:20",
+    )
     serve.set_defaults(func=cmd_serve)
 
     client = sub.add_parser("client", help="run the Node client with the same config")
@@ -235,6 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     init.add_argument("--path", default="config.json")
     init.add_argument("--bot", help="the bot's name")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.add_argument(
+        "--token-only",
+        action="store_true",
+        help="add a fresh server.token to an existing file, keeping everything else "
+        "(with --force: replace its token)",
+    )
     init.set_defaults(func=cmd_init)
     return parser
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .ratelimit import DEFAULT_PER_BOT, DEFAULT_PER_CHAT, Rate, RateLimiter
 
 __all__ = [
     "DEFAULTS",
@@ -37,6 +39,9 @@ DEFAULTS: dict[str, Any] = {
         "max_message_bytes": 64 * 1024 * 1024,
         "data_dir": "data",
         "stall_timeout_s": 90,
+        # outgoing rate limit: "default", "off", "per_chat=1/1s:5,per_bot=40/1m:20" or an
+        # object {"per_chat": "1/1s:5", "per_bot": null}; see parse_rate_limit
+        "rate_limit": "default",
     },
     "client": {"url": None, "bot": "metapuppet", "outbox_path": "data/outbox.jsonl"},
     "puppet": {"name": "wechaty-puppet-mock", "token": None, "options": {}},
@@ -53,6 +58,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "METAPUPPET_PUPPET_TOKEN": ("server", "puppet_token", str),
     "METAPUPPET_WEB_TOKEN": ("server", "web_token", str),
     "METAPUPPET_DATA_DIR": ("server", "data_dir", str),
+    "METAPUPPET_RATE_LIMIT": ("server", "rate_limit", str),
     "METAPUPPET_URL": ("client", "url", str),
     "METAPUPPET_BOT": ("client", "bot", str),
     "METAPUPPET_PUPPET": ("puppet", "name", str),
@@ -65,6 +71,86 @@ MIN_EXPOSED_TOKEN_LENGTH = 16
 def new_token() -> str:
     """A fresh random token, 43 URL-safe characters (256 bits)."""
     return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimits:
+    """The outgoing rate limit: one bucket per chat and one per bot (None: that one is off)."""
+
+    per_chat: Rate | None = DEFAULT_PER_CHAT
+    per_bot: Rate | None = DEFAULT_PER_BOT
+
+
+RATE_LIMIT_HELP = (
+    '"default", "off", or per_chat=COUNT/PERIOD[:BURST],per_bot=COUNT/PERIOD[:BURST] '
+    "with PERIOD like 1s, 60s, 1m, 1h (e.g. per_chat=1/1s:5,per_bot=40/1m:20; a part may be "
+    '"off", a missing part keeps its default)'
+)
+_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*(\d+(?:\.\d+)?)?\s*([smh]?)\s*(?::\s*(\d+))?\s*$")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_rate(text: str, *, where: str = "rate") -> Rate | None:
+    """``"1/1s:5"`` → ``Rate(1, per=1.0, burst=5)``; ``"off"`` → None."""
+    if text.strip().lower() in ("off", "none", "null"):
+        return None
+    match = _RATE.match(text)
+    if match is None:
+        raise ConfigError(
+            f"{where}: {text!r} is not COUNT/PERIOD[:BURST] (e.g. 1/1s:5 or 40/1m:20)"
+        )
+    count, period, unit, burst = match.groups()
+    try:
+        return Rate(
+            float(count),
+            per=float(period or 1) * _UNITS[unit],
+            burst=int(burst) if burst is not None else 1,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {text!r}: {exc}") from None
+
+
+def parse_rate_limit(value: Any, *, where: str = "server.rate_limit") -> RateLimits | None:
+    """Validate a rate-limit setting (config value or ``--rate-limit`` text).
+
+    ``"default"`` (or a missing key) keeps the WeChat-safe defaults, ``"off"``/``false`` turns
+    the limit off, and per-bucket settings replace only the buckets they name.
+    """
+    if value is None or value is True or value == "default":
+        return RateLimits()
+    if value is False:
+        return None
+    parts: dict[str, Any]
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("default", ""):
+            return RateLimits()
+        if text.lower() in ("off", "false", "none", "0"):
+            return None
+        parts = {}
+        for item in text.split(","):
+            key, sep, rate = item.partition("=")
+            if not sep:
+                raise ConfigError(
+                    f"{where}: {item.strip()!r} is not NAME=RATE; use {RATE_LIMIT_HELP}"
+                )
+            parts[key.strip()] = rate.strip()
+    elif isinstance(value, Mapping):
+        parts = dict(value)
+    else:
+        raise ConfigError(f"{where} must be a string or an object: {RATE_LIMIT_HELP}")
+    unknown = sorted(set(parts) - {"per_chat", "per_bot"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown part {unknown[0]!r}; use {RATE_LIMIT_HELP}")
+    limits: dict[str, Rate | None] = {}
+    for key, rate in parts.items():
+        if rate is None or rate is False:
+            limits[key] = None
+        elif isinstance(rate, str):
+            limits[key] = parse_rate(rate, where=f"{where}.{key}")
+        else:
+            raise ConfigError(f'{where}.{key} must be a string like 1/1s:5, "off" or null')
+    return RateLimits(**limits)
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -111,6 +197,16 @@ class Config:
         if not folder.is_absolute() and self.path is not None:
             folder = self.path.resolve().parent / folder
         return folder
+
+    @property
+    def rate_limits(self) -> RateLimits | None:
+        """``server.rate_limit``, validated; None when the limit is off."""
+        return parse_rate_limit(self.raw["server"].get("rate_limit", "default"))
+
+    def rate_limiter(self) -> RateLimiter | None:
+        """A fresh limiter for ``server.rate_limit`` (None: messages go at full speed)."""
+        limits = self.rate_limits
+        return None if limits is None else RateLimiter(limits.per_chat, limits.per_bot)
 
     @property
     def max_message_bytes(self) -> int:
@@ -166,7 +262,9 @@ def load_config(
                 raw[section][key] = kind(value)
             except ValueError:
                 raise ConfigError(f"{name}={value!r} is not a valid {kind.__name__}") from None
-    return Config(raw=raw, path=chosen)
+    config = Config(raw=raw, path=chosen)
+    config.rate_limits  # noqa: B018 - a bad server.rate_limit is an error at load, not later
+    return config
 
 
 def write_config(path: str | os.PathLike[str], *, force: bool = False, **client: Any) -> Config:
@@ -177,6 +275,45 @@ def write_config(path: str | os.PathLike[str], *, force: bool = False, **client:
     raw = copy.deepcopy(DEFAULTS)
     raw["server"]["token"] = new_token()
     _merge(raw["client"], {k: v for k, v in client.items() if v is not None})
-    target.write_text(json.dumps(raw, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    # created private: the token is never readable by others, not even for a moment
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(json.dumps(raw, indent=2, ensure_ascii=False) + "\n")
     os.chmod(target, 0o600)
     return Config(raw=raw, path=target)
+
+
+def add_token(path: str | os.PathLike[str], *, force: bool = False) -> Config:
+    """Give an existing config file a fresh ``server.token``, keeping every other setting.
+
+    ``metapuppet init --token-only``: the file is rewritten atomically and made private
+    (0600). A file that already has a token keeps it unless ``force``.
+    """
+    target = Path(path)
+    if not target.exists():
+        return write_config(target)
+    try:
+        document = json.loads(target.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"config file {target} is not valid JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"config file {target} must hold a JSON object")
+    server = document.setdefault("server", {})
+    if not isinstance(server, dict):
+        raise ConfigError(f"config file {target}: server must be an object")
+    if server.get("token") and not force:
+        raise ConfigError(
+            f"{target} already has a server.token; pass --force with --token-only to replace it"
+        )
+    server["token"] = new_token()
+    temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    os.chmod(target, 0o600)
+    return load_config(target, env={})

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import signal
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from .robot import ASSETS, RobotBase
@@ -177,10 +180,38 @@ async def run_demo(once: bool = False, out: TextIO = sys.stdout, log_level: str 
         )
         for step in failed:
             print(f"MISSING: {step.name}: {step.detail}", file=out, flush=True)
+        print(next_steps(), file=out, flush=True)
         if not once:
             await _interactive(bot, out, stop)
             print("\ndemo stopped", file=out, flush=True)
     return 1 if failed else 0
+
+
+def next_steps(path: str | None = None, bin_dir: Path | None = None) -> str:
+    """What to run after the demo, and how to get ``metapuppet`` on the PATH if it is not.
+
+    ``make demo`` runs ``.venv/bin/metapuppet``; a shell without the venv activated has no
+    ``metapuppet`` command, so say where it is and how to reach it.
+    """
+    folder = bin_dir if bin_dir is not None else Path(sys.executable).parent
+    search = os.environ.get("PATH", "") if path is None else path
+    found = shutil.which("metapuppet", path=search)
+    lines = [
+        "",
+        "Next, your own robot (see README.md, 'Write a robot'):",
+        "  metapuppet init                      # config.json with a fresh token",
+        "  metapuppet serve --bot mybot:bot     # your robot; in a second terminal:",
+        "  metapuppet client                    # the Node client with the same config",
+    ]
+    if found is None or Path(found).resolve().parent != folder.resolve():
+        venv = folder.parent
+        lines += [
+            f"`metapuppet` lives in {folder}, which is not on your PATH. Either activate the venv:",
+            f"  source {venv}/bin/activate",
+            "or, from the repository, use the make targets:",
+            "  make init · make serve BOT=mybot:bot · make client · make doctor",
+        ]
+    return "\n".join(lines)
 
 
 async def _interactive(bot: MockBot, out: TextIO, stop: asyncio.Event) -> None:

@@ -41,6 +41,8 @@ class ClientInfo:
     logged_in_as: dict[str, Any] | None = None
     login_at: float | None = None
     wechaty: dict[str, Any] | None = None
+    #: the client's view of its puppet: {state, message, retry_in_s, attempts} (heartbeat)
+    puppet: dict[str, Any] | None = None
     permissions: frozenset[str] = frozenset()
 
     @property
@@ -61,6 +63,7 @@ class ClientInfo:
             "logged_in_as": self.logged_in_as,
             "login_at": self.login_at,
             "wechaty": self.wechaty,
+            "puppet": self.puppet,
         }
 
 
@@ -97,6 +100,9 @@ class Presence:
     def heartbeat(self, info: ClientInfo, payload: dict[str, Any]) -> None:
         now = time.time()
         info.last_heartbeat = now
+        puppet = payload.get("puppet")
+        if isinstance(puppet, dict):
+            info.puppet = puppet
         wechaty = payload.get("wechaty")
         if isinstance(wechaty, dict):
             info.wechaty = wechaty

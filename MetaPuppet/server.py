@@ -40,7 +40,6 @@ from .original import OriginalAPI
 from .pipeline import EventPipeline
 from .presence import ClientInfo, Presence
 from .protocol import BotEvent, Capabilities
-from .ratelimit import RateLimiter
 from .transport import (
     WEB_ROOM,
     Authenticator,
@@ -108,9 +107,9 @@ class SocketServerCore(OriginalAPI):
         self.authenticator = Authenticator.from_config(self.config.raw, token or self.config.token)
         self.registry = PuppetRegistry(connect_grace)
         #: consulted before every outgoing message: ``await rate_limiter.acquire(bot, chat)``;
-        #: "default" is a :class:`~MetaPuppet.ratelimit.RateLimiter` with WeChat-safe limits,
-        #: None sends at full speed (tests, benchmarks)
-        limiter = RateLimiter() if rate_limiter == "default" else rate_limiter
+        #: "default" follows the config's ``server.rate_limit`` (WeChat-safe limits unless it
+        #: says otherwise), None sends at full speed (tests, benchmarks)
+        limiter = self.config.rate_limiter() if rate_limiter == "default" else rate_limiter
         self.client = PuppetClient(self.registry, rate_limiter=limiter)
         self.presence = Presence(self._presence_changed)
         self.pool = HandlerPool(num_async_threads)

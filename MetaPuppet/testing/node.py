@@ -78,7 +78,9 @@ class NodeClient:
     async def start(self) -> None:
         self.config_path.write_text(json.dumps(self.config), encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")} | {
-            "METAPUPPET_LOG_LEVEL": self.log_level
+            "METAPUPPET_LOG_LEVEL": self.log_level,
+            # the client stops by itself if this process is killed (no orphaned Node clients)
+            "METAPUPPET_PARENT_PID": str(os.getpid()),
         }
         log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         try:

@@ -5,7 +5,7 @@
  * else built-in defaults. Keys this side does not know (the Python side's) are ignored.
  */
 import { existsSync, readFileSync } from 'node:fs'
-import { dirname, resolve } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import { MAX_BOT_NAME_LENGTH } from './protocol.js'
 
@@ -15,7 +15,7 @@ export interface MetaPuppetConfig {
     port: number
     token: string | null
     puppet_token: string | null
-    /** server.data_dir (shared with the Python side); absolute once loaded. */
+    /** server.data_dir, MetaPuppet's data directory (shared with the Python side); absolute once loaded. */
     data_dir: string
   }
   client: {
@@ -34,6 +34,17 @@ export interface MetaPuppetConfig {
     stall_probe_timeout_ms: number
     /** PEM file of a certificate authority to trust for an https:// (wss://) server URL. */
     ca_file: string | null
+    /**
+     * Wechaty's memory card: where a puppet saves its login (wechat4u does), so a restart
+     * needs no new QR scan. Null keeps it in memory. Default: `<data_dir>/wechaty/<bot>.memory-card.json`,
+     * null under the mock (it has nothing to save and must write nothing).
+     */
+    memory_card: string | null
+    /** A puppet that cannot start is retried after this long, doubling up to the max (see supervisor.ts). */
+    puppet_retry_delay_ms: number
+    puppet_retry_delay_max_ms: number
+    /** Identical puppet errors are forwarded at most once per this interval, with a count. */
+    error_repeat_ms: number
   }
   puppet: { name: string; token: string | null; options: Record<string, unknown> }
   mock: { user_name: string }
@@ -73,14 +84,16 @@ export const USAGE = [
   '',
   'env overrides: METAPUPPET_URL, METAPUPPET_HOST, METAPUPPET_PORT, METAPUPPET_TOKEN,',
   '  METAPUPPET_PUPPET_TOKEN, METAPUPPET_BOT, METAPUPPET_PUPPET, METAPUPPET_PUPPET_SERVICE_TOKEN,',
-  '  METAPUPPET_OUTBOX_PATH, METAPUPPET_DATA_DIR, METAPUPPET_LOG_LEVEL (debug|info|warn|error)',
+  '  METAPUPPET_OUTBOX_PATH, METAPUPPET_DATA_DIR, METAPUPPET_LOG_LEVEL (debug|info|warn|error),',
+  '  METAPUPPET_PUPPET_SERVICE_ENDPOINT, METAPUPPET_PUPPET_SERVICE_TLS_DISABLE (true|false),',
+  '  METAPUPPET_PUPPET_SERVICE_TLS_CA_FILE, METAPUPPET_PUPPET_SERVICE_TLS_SERVER_NAME',
 ].join('\n')
 
 export const MOCK_PUPPET_NAMES: readonly string[] = ['wechaty-puppet-mock', 'mock']
 
 export function defaultConfig(): MetaPuppetConfig {
   return {
-    server: { host: '127.0.0.1', port: 8080, token: null, puppet_token: null, data_dir: resolve('data') },
+    server: { host: '127.0.0.1', port: 8080, token: null, puppet_token: null, data_dir: 'data' },
     client: {
       url: null,
       bot: 'metapuppet',
@@ -93,6 +106,10 @@ export function defaultConfig(): MetaPuppetConfig {
       ack_timeout_ms: 30_000,
       ca_file: null,
       stall_probe_timeout_ms: 10_000,
+      memory_card: null,
+      puppet_retry_delay_ms: 1_000,
+      puppet_retry_delay_max_ms: 60_000,
+      error_repeat_ms: 60_000,
     },
     puppet: { name: 'wechaty-puppet-mock', token: null, options: {} },
     mock: { user_name: 'MetaPuppet Bot' },
@@ -138,14 +155,16 @@ export function loadConfig(options: LoadOptions = {}): ResolvedConfig {
   const config = defaultConfig()
   const configPath = findConfigFile(cli.configPath, env, cwd)
   config.base_dir = configPath === null ? cwd : dirname(configPath)
-  let dataDir = 'data'
+  let memoryCard: string | null | undefined
   if (configPath !== null) {
-    dataDir = mergeFile(config, readJsonFile(configPath), configPath) ?? dataDir
+    memoryCard = mergeFile(config, readJsonFile(configPath), configPath)
   }
-  dataDir = nonEmpty(env.METAPUPPET_DATA_DIR) ?? dataDir
-  // Like the Python side: relative to the config file's folder (or the working one), env or not.
-  config.server.data_dir = resolve(config.base_dir, dataDir)
   applyEnv(config, env, cwd)
+  // Like the Python side: relative to the config file's folder (or the working one), env or not.
+  config.server.data_dir = resolve(config.base_dir, config.server.data_dir)
+  const isMock = MOCK_PUPPET_NAMES.includes(config.puppet.name)
+  config.client.memory_card =
+    memoryCard !== undefined ? memoryCard : isMock ? null : defaultMemoryCard(config.server.data_dir, config.client.bot)
 
   if (config.client.bot.trim() === '' || config.client.bot.length > MAX_BOT_NAME_LENGTH) {
     throw new ConfigError(`client.bot must be a non-empty name of at most ${MAX_BOT_NAME_LENGTH} characters (the server refuses longer ones)`)
@@ -162,8 +181,13 @@ export function loadConfig(options: LoadOptions = {}): ResolvedConfig {
     url,
     token,
     configPath,
-    isMock: MOCK_PUPPET_NAMES.includes(config.puppet.name),
+    isMock,
   }
+}
+
+/** `<data_dir>/wechaty/<bot>.memory-card.json`, the bot name made safe for a file name. */
+export function defaultMemoryCard(dataDir: string, bot: string): string {
+  return join(dataDir, 'wechaty', `${bot.replace(/[^\w.-]/g, '_')}.memory-card.json`)
 }
 
 function formatHost(host: string): string {
@@ -208,8 +232,8 @@ function nonEmpty(value: string | undefined): string | null {
   return value === undefined || value.trim() === '' ? null : value
 }
 
-/** Merges the file into `config`; returns its raw server.data_dir, if it has one. */
-function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): string | undefined {
+/** Merges the file into `config`; returns `client.memory_card` as the file gives it (undefined: not set). */
+function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): string | null | undefined {
   const bad = (key: string, expected: string, got: unknown): never => {
     const shown = key.endsWith('token') ? typeof got : JSON.stringify(got)
     throw new ConfigError(`config file ${path}: ${key} must be ${expected} (got ${shown})`)
@@ -248,7 +272,7 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): strin
   if (token !== undefined) config.server.token = token
   const puppetToken = str(server, 'server', 'puppet_token', true)
   if (puppetToken !== undefined) config.server.puppet_token = puppetToken
-  const dataDir = str(server, 'server', 'data_dir', false) ?? undefined
+  config.server.data_dir = str(server, 'server', 'data_dir', false) ?? config.server.data_dir
 
   const client = section('client')
   const url = str(client, 'client', 'url', true)
@@ -272,6 +296,12 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): strin
     int(client, 'client', 'stall_probe_timeout_ms', 1, day) ?? config.client.stall_probe_timeout_ms
   const caFile = str(client, 'client', 'ca_file', true)
   if (caFile !== undefined) config.client.ca_file = caFile === null ? null : resolve(dirname(path), caFile)
+  const memoryCard = str(client, 'client', 'memory_card', true)
+  config.client.puppet_retry_delay_ms =
+    int(client, 'client', 'puppet_retry_delay_ms', 1, day) ?? config.client.puppet_retry_delay_ms
+  config.client.puppet_retry_delay_max_ms =
+    int(client, 'client', 'puppet_retry_delay_max_ms', 1, day) ?? config.client.puppet_retry_delay_max_ms
+  config.client.error_repeat_ms = int(client, 'client', 'error_repeat_ms', 1, day) ?? config.client.error_repeat_ms
 
   const puppet = section('puppet')
   config.puppet.name = str(puppet, 'puppet', 'name', false) ?? config.puppet.name
@@ -281,6 +311,14 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): strin
   if (puppetOptions !== undefined && puppetOptions !== null) {
     if (!isObject(puppetOptions)) bad('puppet.options', 'an object', puppetOptions)
     config.puppet.options = { ...(puppetOptions as Obj) }
+    const tls = config.puppet.options.tls
+    if (isObject(tls)) {
+      config.puppet.options.tls = { ...tls }
+      // like every path in the file: relative to the file's folder
+      if (typeof tls.caFile === 'string' && tls.caFile !== '') {
+        ;(config.puppet.options.tls as Obj).caFile = resolve(dirname(path), tls.caFile)
+      }
+    }
   }
 
   const mock = section('mock')
@@ -289,7 +327,10 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): strin
   if (config.client.reconnect_delay_max_ms < config.client.reconnect_delay_ms) {
     config.client.reconnect_delay_max_ms = config.client.reconnect_delay_ms
   }
-  return dataDir
+  if (config.client.puppet_retry_delay_max_ms < config.client.puppet_retry_delay_ms) {
+    config.client.puppet_retry_delay_max_ms = config.client.puppet_retry_delay_ms
+  }
+  return memoryCard === undefined || memoryCard === null ? memoryCard : resolve(dirname(path), memoryCard)
 }
 
 function applyEnv(config: MetaPuppetConfig, env: NodeJS.ProcessEnv, cwd: string): void {
@@ -317,4 +358,27 @@ function applyEnv(config: MetaPuppetConfig, env: NodeJS.ProcessEnv, cwd: string)
   if (serviceToken !== null) config.puppet.token = serviceToken
   const outboxPath = nonEmpty(env.METAPUPPET_OUTBOX_PATH)
   if (outboxPath !== null) config.client.outbox_path = resolve(cwd, outboxPath)
+  const dataDir = nonEmpty(env.METAPUPPET_DATA_DIR)
+  if (dataDir !== null) config.server.data_dir = dataDir
+
+  // wechaty-puppet-service options (src/puppets/service.ts checks them)
+  const options = config.puppet.options
+  const tls = (): Obj => {
+    if (!isObject(options.tls)) options.tls = {}
+    return options.tls as Obj
+  }
+  const endpoint = nonEmpty(env.METAPUPPET_PUPPET_SERVICE_ENDPOINT)
+  if (endpoint !== null) options.endpoint = endpoint.trim()
+  const disable = nonEmpty(env.METAPUPPET_PUPPET_SERVICE_TLS_DISABLE)
+  if (disable !== null) {
+    const flag = disable.trim().toLowerCase()
+    if (!['true', 'false', '1', '0', 'yes', 'no'].includes(flag)) {
+      throw new ConfigError(`METAPUPPET_PUPPET_SERVICE_TLS_DISABLE must be true or false (got ${JSON.stringify(disable)})`)
+    }
+    tls().disable = ['true', '1', 'yes'].includes(flag)
+  }
+  const caFile = nonEmpty(env.METAPUPPET_PUPPET_SERVICE_TLS_CA_FILE)
+  if (caFile !== null) tls().caFile = resolve(cwd, caFile)
+  const serverName = nonEmpty(env.METAPUPPET_PUPPET_SERVICE_TLS_SERVER_NAME)
+  if (serverName !== null) tls().serverName = serverName.trim()
 }

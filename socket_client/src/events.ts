@@ -49,6 +49,11 @@ export interface AttachEventsOptions {
   lookupTimeoutMs?: number
   /** What the channel can do; added to every `login` payload (null when not given). */
   capabilities?: Capabilities | null
+  /**
+   * Takes over logging and forwarding `error` events (main.ts: redaction, the puppet supervisor,
+   * repeat suppression); `send` forwards one payload in order with the other events.
+   */
+  onError?: (payload: ErrorEventPayload, send: (payload: ErrorEventPayload) => void) => void
 }
 
 /** A puppet that wants to know when a message's event was handed on (the ilink puppet). */
@@ -98,6 +103,7 @@ export function attachEvents(options: AttachEventsOptions): () => void {
   })
 
   const roomTopic = (room: Room): Promise<string> => lookup(room.topic(), '')
+  const sendError = (payload: ErrorEventPayload): void => forward('error', () => payload)
 
   const listeners = {
     message: (message: Message) =>
@@ -197,6 +203,10 @@ export function attachEvents(options: AttachEventsOptions): () => void {
       }
       if (isMock && isSpuriousMockError(payload.message)) {
         log.debug('ignored mock puppet error: %s', payload.message)
+        return
+      }
+      if (options.onError !== undefined) {
+        options.onError(payload, sendError)
         return
       }
       log.warn('wechaty error: %s', payload.message)

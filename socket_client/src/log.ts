@@ -1,9 +1,11 @@
 /**
  * The one logger of the Node side: `[metapuppet <bot>] LEVEL message` on stderr.
  *
- * The level comes from METAPUPPET_LOG_LEVEL (debug|info|warn|error, default info).
+ * The level comes from METAPUPPET_LOG_LEVEL (debug|info|warn|error, default info). Every line
+ * is redacted: no registered secret (secrets.ts) is ever written.
  */
 import { format } from 'node:util'
+import { redact } from './secrets.js'
 
 export const LEVELS = ['debug', 'info', 'warn', 'error'] as const
 export type Level = (typeof LEVELS)[number]
@@ -36,7 +38,7 @@ export function createLogger(bot: string, options: LoggerOptions = {}): Logger {
   const enabled = (l: Level): boolean => LEVELS.indexOf(l) >= threshold
   const emit = (l: Level, args: unknown[]): void => {
     if (!enabled(l)) return
-    write(`${prefix} ${l.toUpperCase()} ${format(...args)}\n`)
+    write(`${prefix} ${l.toUpperCase()} ${redact(format(...args))}\n`)
   }
   return {
     level,

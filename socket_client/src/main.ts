@@ -13,7 +13,13 @@ import { Executor } from './executor.js'
 import { LivenessProbe } from './liveness.js'
 import { createLogger } from './log.js'
 import { Outbox, OutboxError } from './outbox.js'
+import { watchParent } from './parent.js'
+import type { ErrorEventPayload, ExecResponse, PuppetHealth } from './protocol.js'
 import { buildBot, type BuiltBot } from './puppet.js'
+import { SERVICE_PUPPET_NAME } from './puppets/service.js'
+import { addSecret, redactConsole, redactDeep } from './secrets.js'
+import { ErrorGate, PuppetSupervisor } from './supervisor.js'
+import { routeWechatyLogs } from './wechaty-log.js'
 
 const SHUTDOWN_TIMEOUT_MS = 5_000
 
@@ -35,14 +41,20 @@ async function main(argv: readonly string[]): Promise<void> {
   }
 
   const { config, url, token } = resolved
+  // Before anything is logged: no token ever reaches a log line, an event or an exec error.
+  for (const secret of [token, config.server.token, config.server.puppet_token, config.puppet.token]) addSecret(secret)
+  addSecret(typeof config.puppet.options.token === 'string' ? config.puppet.options.token : null)
+  addSecret(process.env.WECHATY_PUPPET_SERVICE_TOKEN)
+  redactConsole()
   const botName = config.client.bot
   const log = createLogger(botName)
+  routeWechatyLogs(log)
   log.info('config: %s', resolved.configPath ?? 'built-in defaults (no config file)')
   log.debug('modules loaded %d ms after process start', Math.round(performance.now()))
 
   let built: BuiltBot
   try {
-    built = await buildBot(config)
+    built = await buildBot(config, log)
   } catch (e) {
     if (e instanceof ConfigError) {
       log.error('%s', e.message)
@@ -73,11 +85,15 @@ async function main(argv: readonly string[]): Promise<void> {
   const shutdown = async (code: number): Promise<void> => {
     if (shuttingDown) return
     shuttingDown = true
+    supervisor?.stop()
+    gate.close()
     if (code === 0) {
-      // Stop the bot first so its logout event still reaches the server.
+      // Stop the bot first so its logout event still reaches the server. A puppet that never
+      // logged in has no logout to send: a start still in flight (puppet-service waits 5 s for
+      // its stream) must not hold up the exit.
       await Promise.race([
         bot.stop().catch((e: unknown) => log.debug('bot.stop() failed: %s', e)),
-        new Promise((resolve) => setTimeout(resolve, SHUTDOWN_TIMEOUT_MS).unref()),
+        new Promise((resolve) => setTimeout(resolve, loggedIn ? SHUTDOWN_TIMEOUT_MS : 1_000).unref()),
       ])
       await bridge.drain(1_000)
     }
@@ -95,6 +111,36 @@ async function main(argv: readonly string[]): Promise<void> {
   }
 
   const executor = new Executor({ bot, log, mocker, mock })
+  // Exec errors travel to Python's logs: redacted like everything else (results are not touched).
+  const runner = {
+    run: async (req: unknown): Promise<ExecResponse> => {
+      const response = await executor.run(req)
+      return response.ok ? response : redactDeep(response)
+    },
+  }
+
+  // Errors: redacted; start failures go to the supervisor (one event per cause, backoff),
+  // the rest through the gate (identical ones at most once per client.error_repeat_ms).
+  let sendError: ((payload: ErrorEventPayload) => void) | null = null
+  const gate = new ErrorGate({
+    intervalMs: config.client.error_repeat_ms,
+    forward: (payload) => {
+      log.warn('wechaty error: %s', payload.message)
+      sendError?.(payload)
+    },
+  })
+  const endpoint = config.puppet.options.endpoint
+  const supervisor = built.isMock
+    ? null
+    : new PuppetSupervisor({
+        bot,
+        log,
+        target: puppetName === SERVICE_PUPPET_NAME ? `the puppet service at ${String(endpoint ?? process.env.WECHATY_PUPPET_SERVICE_ENDPOINT)}` : 'WeChat',
+        retryDelayMs: config.client.puppet_retry_delay_ms,
+        retryDelayMaxMs: config.client.puppet_retry_delay_max_ms,
+        report: (payload) => sendError?.(payload),
+      })
+  const mockHealth: PuppetHealth = { state: 'running', message: null, retry_in_s: null, attempts: 0 }
   const liveness = new LivenessProbe({ bot, timeoutMs: config.client.stall_probe_timeout_ms, log })
   let socketOptions: { ca: string } | undefined
   if (config.client.ca_file !== null) {
@@ -111,7 +157,7 @@ async function main(argv: readonly string[]): Promise<void> {
     socketOptions,
     botName,
     log,
-    executor,
+    executor: runner,
     capabilities,
     reconnectDelayMs: config.client.reconnect_delay_ms,
     reconnectDelayMaxMs: config.client.reconnect_delay_max_ms,
@@ -120,7 +166,7 @@ async function main(argv: readonly string[]): Promise<void> {
       // Report the latest completed probe, then start the next one in the background.
       const wechaty = liveness.state()
       void liveness.probe()
-      return { wechaty }
+      return { wechaty, puppet: supervisor?.state() ?? mockHealth }
     },
     outbox,
     ackTimeoutMs: config.client.ack_timeout_ms,
@@ -132,7 +178,20 @@ async function main(argv: readonly string[]): Promise<void> {
     onConnect: announceReady,
   })
 
-  attachEvents({ bot, botName, log, isMock: built.isMock, capabilities, emit: (envelope) => bridge.send(envelope) })
+  attachEvents({
+    bot,
+    botName,
+    log,
+    isMock: built.isMock,
+    capabilities,
+    emit: (envelope) => bridge.send(envelope),
+    onError: (payload, send) => {
+      sendError = send
+      const clean = redactDeep(payload)
+      if (supervisor?.consume(clean) === true) return
+      gate.admit(clean)
+    },
+  })
   bot.on('login', (user) => {
     loggedIn = true
     log.info('logged in as %s (%s) %d ms after process start', user.name(), user.id, Math.round(performance.now()))
@@ -143,19 +202,34 @@ async function main(argv: readonly string[]): Promise<void> {
     loggedIn = false
   })
 
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(signal, () => {
       if (shuttingDown) process.exit(0)
       log.info('%s received: stopping', signal)
       void shutdown(0)
     })
   }
+  watchParent({
+    onGone: (why) => {
+      log.warn('%s: stopping (nobody is left to stop this client)', why)
+      void shutdown(0)
+    },
+    onWarn: (message) => log.warn('%s', message),
+  })
   process.on('unhandledRejection', (reason) => {
-    log.error('unhandled rejection: %s', reason instanceof Error ? reason.stack : reason)
+    const text = reason instanceof Error ? reason.stack : reason
+    // Stopping a failing puppet leaves its own handlers throwing (wechat4u's logout restarts a
+    // client it no longer has); that is expected noise, not news.
+    if (supervisor?.quiet() === true) log.debug('unhandled rejection while the puppet was stopped for a retry: %s', text)
+    else log.error('unhandled rejection: %s', text)
   })
 
   bridge.start()
-  await bot.start()
+  if (supervisor === null) {
+    await bot.start()
+  } else {
+    await bot.start().catch((e: unknown) => supervisor.startFailed(e))
+  }
   log.debug('bot started %d ms after process start', Math.round(performance.now()))
   mock?.login()
 }

@@ -257,7 +257,22 @@ export interface WechatyLiveness extends JsonObject {
   ding_ms: number | null
 }
 
-/** Wechaty heartbeats carry `{data}`; the client's own carry `{source: "client", uptime_s, wechaty}`. */
+/**
+ * Whether the puppet got through to its channel, in the client's own heartbeat (`puppet`) and in
+ * the one `error` event sent when it cannot (supervisor.ts). `starting`: started, not through
+ * yet (no scan, no login); `running`: it got a scan or a login; `retrying`: it failed and is
+ * started again in `retry_in_s` seconds; `stopped`: the client is shutting down.
+ */
+export interface PuppetHealth extends JsonObject {
+  state: 'starting' | 'running' | 'retrying' | 'stopped'
+  /** e.g. "cannot reach WeChat: getaddrinfo ENOTFOUND login.wx.qq.com; retrying in 8 s"; null when running. */
+  message: string | null
+  retry_in_s: number | null
+  /** Failed starts in a row (0 once it got through). */
+  attempts: number
+}
+
+/** Wechaty heartbeats carry `{data}`; the client's own carry `{source: "client", uptime_s, wechaty, puppet}`. */
 export type HeartbeatEventPayload =
   | { data: Json }
-  | { source: 'client'; uptime_s: number; wechaty: WechatyLiveness }
+  | { source: 'client'; uptime_s: number; wechaty: WechatyLiveness; puppet: PuppetHealth }

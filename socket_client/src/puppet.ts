@@ -2,17 +2,21 @@
  * Builds the Wechaty bot for the configured puppet.
  *
  * "wechaty-puppet-mock" (or "mock") runs offline: a Mocker, a PuppetMock and a MockKit to drive
- * it. "ilink" is MetaPuppet's own puppet for the official bot API (src/puppets/ilink/). Any
- * other name is handed to Wechaty with `{token, ...options}` as puppet options.
+ * it. "ilink" is MetaPuppet's own puppet for the official bot API (src/puppets/ilink/).
+ * "wechaty-puppet-service" is built by puppets/service.ts (endpoint and token checked, cache
+ * under the data directory). Any other name is handed to Wechaty with `{token, ...options}` as
+ * puppet options. Real puppets get a memory card file (`client.memory_card`) to keep a login.
  */
 import { log as wechatyLog, WechatyBuilder, type Wechaty } from 'wechaty'
 import { PuppetMock, mock } from 'wechaty-puppet-mock'
 import { allCapabilities, mockCapabilities } from './capabilities.js'
 import { ConfigError, MOCK_PUPPET_NAMES, type MetaPuppetConfig } from './config.js'
-import { createLogger } from './log.js'
+import { createLogger, type Logger } from './log.js'
+import { prepareMemoryCard } from './memory.js'
 import { MockKit } from './mockkit.js'
 import type { Capabilities } from './protocol.js'
 import { ILINK_PUPPET_NAMES, buildIlinkPuppet } from './puppets/ilink/index.js'
+import { SERVICE_PUPPET_NAME, buildServicePuppet, serviceCacheDir, serviceSettings } from './puppets/service.js'
 
 export interface BuiltBot {
   bot: Wechaty
@@ -31,31 +35,41 @@ export function quietWechatyLogs(env: NodeJS.ProcessEnv = process.env): void {
   if (env.WECHATY_LOG === undefined || env.WECHATY_LOG === '') wechatyLog.level('warn')
 }
 
-export async function buildBot(config: MetaPuppetConfig): Promise<BuiltBot> {
+export async function buildBot(config: MetaPuppetConfig, log?: Logger): Promise<BuiltBot> {
   quietWechatyLogs()
   const puppetName = config.puppet.name
   if (MOCK_PUPPET_NAMES.includes(puppetName)) {
     const mocker = new mock.Mocker()
     const puppet = new PuppetMock({ mocker })
-    // No `name`: Wechaty then keeps its memory card in memory instead of writing <name>.memory-card.json.
-    const bot = WechatyBuilder.build({ puppet })
+    // No `name` unless client.memory_card asks: Wechaty then keeps its memory card in memory
+    // instead of writing <name>.memory-card.json (the mock has no login to save).
+    const bot = WechatyBuilder.build({ puppet, ...prepareMemoryCard(config.client.memory_card) })
     guardErrors(bot)
     const kit = new MockKit(mocker, puppet, config.mock.user_name)
     return { bot, puppetName, isMock: true, mocker, mock: kit, capabilities: mockCapabilities() }
   }
   if (ILINK_PUPPET_NAMES.includes(puppetName)) {
-    const { puppet, capabilities } = buildIlinkPuppet(config, createLogger(config.client.bot))
+    const { puppet, capabilities } = buildIlinkPuppet(config, log ?? createLogger(config.client.bot))
     const bot = WechatyBuilder.build({ puppet })
     guardErrors(bot)
     return { bot, puppetName, isMock: false, mocker: null, mock: null, capabilities }
   }
 
   await requirePuppetPackage(puppetName)
+  const memory = prepareMemoryCard(config.client.memory_card)
+  if (puppetName === SERVICE_PUPPET_NAME) {
+    const settings = serviceSettings(config)
+    const puppet = buildServicePuppet(settings, serviceCacheDir(config), (m) => log?.warn('%s', m))
+    const bot = WechatyBuilder.build({ puppet, ...memory })
+    guardErrors(bot)
+    return { bot, puppetName, isMock: false, mocker: null, mock: null, capabilities: allCapabilities(puppetName) }
+  }
   const puppetOptions: Record<string, unknown> = { ...config.puppet.options }
   if (config.puppet.token !== null) puppetOptions.token = config.puppet.token
   const bot = WechatyBuilder.build({
     puppet: puppetName as 'wechaty-puppet-service',
     puppetOptions,
+    ...memory,
   })
   guardErrors(bot)
   return { bot, puppetName, isMock: false, mocker: null, mock: null, capabilities: allCapabilities(puppetName) }

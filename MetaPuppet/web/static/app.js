@@ -211,6 +211,7 @@
       for (const r of state.rooms) state.names.set(r.id, r.topic || r.id);
       renderDirectory();
       renderTargets();
+      relabelFeed();
     } catch (error) {
       if (error instanceof ApiError && error.code === 'bot_not_connected') {
         state.contacts = [];
@@ -341,6 +342,14 @@
 
   // ------------------------------------------------------------------ clients and dialogs
 
+  // A puppet that cannot get through says so in its heartbeat ("cannot reach WeChat: …").
+  function clientStatus(c) {
+    const status = c.status || 'online';
+    const puppet = c.puppet;
+    if (!puppet || puppet.state === 'running' || !puppet.message) return status;
+    return `${status} · ${puppet.message}`;
+  }
+
   async function loadClients() {
     try {
       const { clients } = await api('/api/clients');
@@ -349,7 +358,7 @@
           el('td', { text: c.role }),
           el('td', { text: c.bot || '—' }),
           el('td', { text: c.remote || '—' }),
-          el('td', { text: c.status || 'online' }),
+          el('td', { text: clientStatus(c) }),
           el('td', { text: ago(c.connected_at) }),
           el('td', { text: c.role === 'puppet' ? ago(c.last_heartbeat) : '—' }))),
       );
@@ -390,10 +399,26 @@
   }
 
   const seen = new Set();
+  const feedEvents = new WeakMap(); // feed line -> its event, to relabel it once names are known
+  const lookedUp = new Set(); // ids the directory was reloaded for (once each)
 
-  function describe(event) {
+  // Names that events carry themselves: a message names its talker and its room.
+  function learnNames(p) {
+    for (const ref of [p.talker, p.contact]) {
+      if (ref && ref.id && ref.name && !state.names.has(ref.id)) state.names.set(ref.id, ref.name);
+    }
+    if (p.room && p.room.id && p.room.topic && !state.names.has(p.room.id)) state.names.set(p.room.id, p.room.topic);
+  }
+
+  // `unresolved` collects ids that had no name yet (a contact newer than the loaded list).
+  function describe(event, unresolved = new Set()) {
     const p = event.payload || {};
-    const name = (id) => state.names.get(id) || id;
+    const name = (id) => {
+      const known = state.names.get(id);
+      if (known) return known;
+      if (id) unresolved.add(id);
+      return id;
+    };
     switch (event.name) {
       case 'message': {
         const who = p.self ? `${(p.talker && p.talker.name) || 'bot'} → ${p.room ? p.room.topic || p.roomId : name(p.listenerId)}`
@@ -428,12 +453,26 @@
     if (seen.has(event.id)) return;
     seen.add(event.id);
     if (event.name === 'heartbeat' && !$('feed-heartbeats').checked) return;
-    const { who, text, self } = describe(event);
     const p = event.payload || {};
+    learnNames(p);
+    const unresolved = new Set();
+    const { who, text, self } = describe(event, unresolved);
     const item = el('li', { class: self ? 'self' : '', 'data-event': event.name },
       el('time', { datetime: new Date(event.ts).toISOString(), text: clock(event.ts) }),
       el('span', { class: 'kind', text: state.bots.length > 1 ? `${event.bot} · ${event.name}` : event.name }),
       el('span', { class: 'text' }, el('span', { class: 'who', text: who }), ` ${text}`));
+    feedEvents.set(item, event);
+    if (unresolved.size > 0) {
+      // shown with a raw id for now; the directory is loaded again (once per id) and the line
+      // relabelled when the name is known
+      item.dataset.unresolved = '1';
+      const fresh = [...unresolved].filter((id) => !lookedUp.has(id));
+      if (fresh.length > 0) {
+        fresh.forEach((id) => lookedUp.add(id));
+        if (lookedUp.size > 5000) lookedUp.clear();
+        scheduleDirectory();
+      }
+    }
     const actions = el('span', {});
     if (event.name === 'message' && !p.self && can('send')) {
       const target = p.roomId ? `room:${p.roomId}` : `contact:${p.talkerId}`;
@@ -453,8 +492,21 @@
     feed.prepend(item);
     while (feed.children.length > FEED_LIMIT) feed.lastElementChild.remove();
     $('feed-empty').hidden = true;
-    if (['room-join', 'room-leave', 'room-topic', 'friendship'].includes(event.name)) scheduleDirectory();
+    if (['room-join', 'room-leave', 'room-topic', 'friendship', 'login'].includes(event.name)) scheduleDirectory();
     if (['login', 'logout', 'scan'].includes(event.name)) loadBots();
+  }
+
+  // Lines shown before their contact's name was known get it now.
+  function relabelFeed() {
+    for (const item of $('feed').querySelectorAll('li[data-unresolved]')) {
+      const event = feedEvents.get(item);
+      if (!event) continue;
+      const unresolved = new Set();
+      const { who, text } = describe(event, unresolved);
+      const span = item.querySelector('.text');
+      span.replaceChildren(el('span', { class: 'who', text: who }), ` ${text}`);
+      if (unresolved.size === 0) delete item.dataset.unresolved;
+    }
   }
 
   function ensureTarget(target, payload) {
