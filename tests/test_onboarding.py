@@ -511,8 +511,15 @@ def test_after_the_demo_users_are_told_how_to_reach_metapuppet(tmp_path: Path) -
 
 def test_make_serve_and_client_run_the_venv_command() -> None:
     def dry_run(*args: str) -> str:
+        # run as a top-level make even inside `make test` (no "Entering directory" lines)
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
         result = subprocess.run(
-            ["make", "-n", *args], cwd=ROOT, capture_output=True, text=True, timeout=30
+            ["make", "--no-print-directory", "-n", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
         )
         assert result.returncode == 0, result.stderr
         return result.stdout.strip().splitlines()[-1]
