@@ -17,6 +17,11 @@ class ProtocolError(MetaPuppetError):
     """A peer sent something that does not follow the wire protocol."""
 
 
+class AuthenticationError(MetaPuppetError, ConnectionError):
+    """A client could not authenticate: the server refused it, or the server could not
+    prove that it holds the token (then the client sends it nothing more)."""
+
+
 class PuppetNotConnected(MetaPuppetError):
     """No Node puppet client (for the requested bot) is connected."""
 
@@ -129,6 +134,7 @@ class SnippetTimeout(SnippetError, TimeoutError):
 
 __all__ = [
     "AmbiguousBot",
+    "AuthenticationError",
     "ConfigError",
     "MetaPuppetError",
     "NotSupported",

@@ -1,12 +1,36 @@
-"""Wire names, payload shapes and the protocol version.
+"""Wire names, payload shapes, the handshake and the protocol version.
 
 Mirrored by ``socket_client/src/protocol.ts``; change both together and bump
 :data:`PROTOCOL_VERSION` when a change is not backward compatible.
+
+**The handshake** (protocol 2): both sides prove they hold the same token, and neither
+sends anything that can be replayed or turned into the token.
+
+1. The client connects with ``auth = {protocol, role, bot?, capabilities?, replace?,
+   nonce, key}``: ``nonce`` is fresh randomness (:func:`new_nonce`), ``key`` is
+   :func:`key_id` of its token and that nonce. ``key`` tells the server which of its
+   tokens the client holds without revealing it, and shows the client holds one.
+2. Right after the connect the server sends ``challenge {nonce, proof}``: its own fresh
+   nonce and :func:`server_proof`, an HMAC over both nonces, the role and the bot. The
+   client checks it before doing anything else; a server that cannot prove it holds the
+   token gets nothing more (a program that took over the port while the real server
+   restarted learns neither the token nor a proof it could use).
+3. The client answers ``authenticate {proof}`` (:func:`client_proof`, the same transcript
+   under another label); the server acknowledges ``{ok: true, role, bot, permissions}``
+   or refuses with ``{ok: false, error}`` and closes. Only then does the connection count
+   as authenticated: before that it may send only a few KiB, for a few seconds.
+
+Every message is bound to both nonces, so an answer recorded from one connection is
+worthless on the next; the server also refuses a client nonce it has already seen.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
+import re
+import secrets
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -17,11 +41,14 @@ __all__ = [
     "CAPABILITY_FLAGS",
     "CONTROL_ACTIONS",
     "EVENT_ACK_DROP_KINDS",
+    "EV_AUTHENTICATE",
+    "EV_CHALLENGE",
     "EV_CONTROL",
     "EV_ECHO",
     "EV_EVENT",
     "EV_EXEC",
     "EV_MESSAGE",
+    "HANDSHAKE_EVENTS",
     "MAX_BOT_NAME_LENGTH",
     "MAX_ID_LENGTH",
     "PROTOCOL_VERSION",
@@ -32,19 +59,29 @@ __all__ = [
     "Auth",
     "BotEvent",
     "Capabilities",
+    "Challenge",
+    "Handshake",
     "Role",
     "SendBudget",
+    "auth_payload",
+    "client_proof",
     "error_ack",
     "exec_request",
+    "key_id",
+    "new_nonce",
     "ok",
     "parse_auth",
     "parse_capabilities",
+    "parse_challenge",
     "parse_event",
+    "parse_proof",
+    "proof_matches",
+    "server_proof",
     "unwrap_exec_response",
 ]
 
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 
 ROLE_PUPPET: Final = "puppet"
 ROLE_WEB: Final = "web"
@@ -58,6 +95,9 @@ EV_EXEC: Final = "exec"  # Python -> Node: run a snippet, answered by ack
 EV_ECHO: Final = "echo"  # Python -> Node: raw round trip (benchmarks, health)
 EV_MESSAGE: Final = "message"  # web clients: the original project's envelope
 EV_CONTROL: Final = "control"  # Python -> Node: {action: "restart-bot"}, answered by ack
+EV_CHALLENGE: Final = "challenge"  # Python -> client, right after connect: {nonce, proof}
+EV_AUTHENTICATE: Final = "authenticate"  # client -> Python: {proof}, acknowledged
+HANDSHAKE_EVENTS: Final = frozenset({EV_CHALLENGE, EV_AUTHENTICATE})
 CONTROL_ACTIONS: Final = frozenset({"restart-bot"})
 # error kinds in an event acknowledgement after which the client drops the event; with any
 # other kind (e.g. "unavailable" while the server shuts down) it keeps it and re-sends it
@@ -175,13 +215,16 @@ def parse_capabilities(data: Any) -> Capabilities:
 
 @dataclass(frozen=True, slots=True)
 class Auth:
-    """What a client presented in the Socket.IO ``auth`` payload."""
+    """What a client presented in the Socket.IO ``auth`` payload (never its token)."""
 
-    token: str
     role: Role
     protocol: int
     bot: str | None
+    nonce: str
+    key: str
     capabilities: Capabilities | None = None
+    #: take the bot over from a puppet already connected with its name (a hand-over)
+    replace: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,24 +250,32 @@ class BotEvent:
 def parse_auth(auth: Any) -> Auth:
     """Validate a connect ``auth`` payload; raise :class:`ProtocolError` naming the problem.
 
-    The token is *not* checked here (the server compares it in constant time).
+    The key is *not* checked here (the server compares it with its tokens' keys).
     """
     if not isinstance(auth, dict):
         raise ProtocolError(
-            "missing auth: connect with auth={token, role, protocol, bot} "
-            "(role is 'puppet' or 'web')"
+            "missing auth: connect with auth={protocol, role, nonce, key, bot} "
+            "(role is 'puppet' or 'web'; MetaPuppet.web_client.connect does it for you)"
         )
-    token = auth.get("token")
-    if not isinstance(token, str) or not token:
-        raise ProtocolError("missing token in the auth payload")
-    role = auth.get("role", ROLE_WEB)
-    if not isinstance(role, str) or role not in ROLES:
-        raise ProtocolError(f"unknown role {role!r:.40}: use 'puppet' or 'web'")
-    protocol = auth.get("protocol")
-    if isinstance(protocol, bool) or not isinstance(protocol, int):
+    version = auth.get("protocol")
+    if isinstance(version, bool) or not isinstance(version, int):
         raise ProtocolError(
             f"missing protocol version: this server speaks protocol {PROTOCOL_VERSION}"
         )
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"protocol version mismatch: the client speaks {version}, the server speaks "
+            f"{PROTOCOL_VERSION}; update the older side"
+            + (" (and never send the token itself)" if "token" in auth else "")
+        )
+    role = auth.get("role", ROLE_WEB)
+    if not isinstance(role, str) or role not in ROLES:
+        raise ProtocolError(f"unknown role {role!r:.40}: use 'puppet' or 'web'")
+    nonce, key = auth.get("nonce"), auth.get("key")
+    if not _is_hex(nonce):
+        raise ProtocolError(f"'nonce' must be {_HEX_LENGTH} hex digits of fresh randomness")
+    if not _is_hex(key):
+        raise ProtocolError(f"'key' must be {_HEX_LENGTH} hex digits (key_id of the token)")
     bot = auth.get("bot")
     if role == ROLE_PUPPET:
         if not isinstance(bot, str) or not bot.strip():
@@ -233,10 +284,132 @@ def parse_auth(auth: Any) -> Auth:
             raise ProtocolError(f"bot name longer than {MAX_BOT_NAME_LENGTH} characters")
     elif bot is not None and not isinstance(bot, str):
         raise ProtocolError("'bot' must be a string")
+    replace = auth.get("replace", False)
+    if not isinstance(replace, bool):
+        raise ProtocolError("'replace' must be true or false")
     checked_role: Role = ROLE_PUPPET if role == ROLE_PUPPET else ROLE_WEB
     capabilities = auth.get("capabilities")
     parsed = None if capabilities is None else parse_capabilities(capabilities)
-    return Auth(token=token, role=checked_role, protocol=protocol, bot=bot, capabilities=parsed)
+    return Auth(
+        role=checked_role,
+        protocol=version,
+        bot=bot if checked_role == ROLE_PUPPET else None,
+        nonce=str(nonce),
+        key=str(key),
+        capabilities=parsed,
+        replace=replace and checked_role == ROLE_PUPPET,
+    )
+
+
+# --------------------------------------------------------------------------- handshake
+
+_HEX_LENGTH: Final = 64  # 32 bytes: nonces, keys and proofs alike
+_HEX: Final = re.compile(r"[0-9a-f]{64}")
+_CONTEXT: Final = f"MetaPuppet protocol {PROTOCOL_VERSION}"
+
+
+def _is_hex(value: Any) -> bool:
+    return isinstance(value, str) and _HEX.fullmatch(value) is not None
+
+
+def new_nonce() -> str:
+    """32 bytes of fresh randomness, as hex: one per connection and side."""
+    return secrets.token_hex(_HEX_LENGTH // 2)
+
+
+def _mac(token: str, label: str, *parts: str) -> str:
+    message = "\n".join((_CONTEXT, label, *parts)).encode()
+    return hmac.new(token.encode(), message, hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """What both proofs cover: who connects as what, and both sides' fresh nonces."""
+
+    role: str
+    bot: str | None
+    client_nonce: str
+    server_nonce: str
+    replace: bool = False
+
+    def transcript(self) -> tuple[str, ...]:
+        return (
+            self.role,
+            self.bot or "",
+            self.client_nonce,
+            self.server_nonce,
+            "replace" if self.replace else "",
+        )
+
+
+def key_id(token: str, client_nonce: str) -> str:
+    """Which token the client holds, bound to its nonce: the server finds the token by
+    computing this for each of its own; nobody can turn it back into the token."""
+    return _mac(token, "key", client_nonce)
+
+
+def server_proof(token: str, handshake: Handshake) -> str:
+    """The server's proof that it holds ``token`` (sent in ``challenge``)."""
+    return _mac(token, "server", *handshake.transcript())
+
+
+def client_proof(token: str, handshake: Handshake) -> str:
+    """The client's proof that it holds ``token`` (sent in ``authenticate``)."""
+    return _mac(token, "client", *handshake.transcript())
+
+
+def proof_matches(expected: str, given: Any) -> bool:
+    """Constant-time comparison of a proof or key with the expected one."""
+    return isinstance(given, str) and hmac.compare_digest(expected.encode(), given.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """The server's ``challenge``: its nonce and its proof."""
+
+    nonce: str
+    proof: str
+
+
+def parse_challenge(data: Any) -> Challenge:
+    """Validate a ``challenge`` (the client side of step 2)."""
+    if not isinstance(data, dict) or not _is_hex(data.get("nonce")):
+        raise ProtocolError("the server's challenge has no valid 'nonce'")
+    if not _is_hex(data.get("proof")):
+        raise ProtocolError("the server's challenge has no valid 'proof'")
+    return Challenge(nonce=data["nonce"], proof=data["proof"])
+
+
+def parse_proof(data: Any) -> str:
+    """The proof in an ``authenticate`` message (the server side of step 3)."""
+    if not isinstance(data, dict) or not _is_hex(data.get("proof")):
+        raise ProtocolError(f"authenticate with {{proof: <{_HEX_LENGTH} hex digits>}}")
+    return str(data["proof"])
+
+
+def auth_payload(
+    token: str,
+    role: Role,
+    *,
+    bot: str | None = None,
+    capabilities: Capabilities | None = None,
+    replace: bool = False,
+) -> dict[str, Any]:
+    """A fresh connect ``auth`` payload for ``token`` (step 1): a new nonce every call."""
+    nonce = new_nonce()
+    payload: dict[str, Any] = {
+        "protocol": PROTOCOL_VERSION,
+        "role": role,
+        "nonce": nonce,
+        "key": key_id(token, nonce),
+    }
+    if bot is not None:
+        payload["bot"] = bot
+    if capabilities is not None:
+        payload["capabilities"] = capabilities.to_wire()
+    if replace:
+        payload["replace"] = True
+    return payload
 
 
 def parse_event(data: Any, *, bot: str) -> BotEvent:

@@ -48,6 +48,7 @@ from .transport import (
     SocketTransport,
 )
 from .transport.auth import is_loopback
+from .transport.limits import Limits
 from .types import Contacts, ContactSelf, Rooms
 from .web import WebHub
 from .web.api import install as install_api
@@ -131,7 +132,7 @@ class SocketServerCore(OriginalAPI):
         )
         self.pipeline.restart_stalled_bots = restart_stalled_bots
         self.transport = SocketTransport(
-            max_message_bytes=self.config.max_message_bytes,
+            limits=Limits.from_config(self.config.raw, max_events_in_flight=max_queued_events),
             authenticator=self.authenticator,
             registry=self.registry,
             presence=self.presence,
@@ -281,7 +282,7 @@ class SocketServerCore(OriginalAPI):
         if self.data_dir is not None:
             self.client.budgets.path = self.data_dir / "send-budgets.json"
         self.pipeline.start()
-        self.transport.accepting = True
+        self.transport.open(host)
         # open websockets would hold a graceful shutdown for a minute; clients reconnect
         runner = web.AppRunner(
             self.app, handle_signals=False, access_log=None, shutdown_timeout=2.0

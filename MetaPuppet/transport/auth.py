@@ -2,14 +2,17 @@
 
 The server's main token (``server.token``) opens every role. ``server.puppet_token`` opens
 the puppet role only and ``server.web_token`` the web role only, with every web
-permission; ``web.tokens`` maps further web tokens to a list of permissions::
+permission; ``web.tokens`` maps further web tokens to a list of permissions;
+``server.bot_tokens`` gives a bot a token of its own, and then only that token opens it::
 
-    {"server": {"token": "...", "web_token": "..."},
+    {"server": {"token": "...", "web_token": "...", "bot_tokens": {"shop": "..."}},
      "web": {"tokens": {"<a long random token>": ["read"]}}}
 
-Tokens are compared in constant time, and every configured token is compared on every
-check so the time taken does not tell which one nearly matched. Failed attempts from one
-address are slowed down.
+Socket clients never send a token: they send a key derived from it and their nonce
+(:func:`~MetaPuppet.protocol.key_id`), and :meth:`Authenticator.find` computes that key for
+every token that opens the role. Bearer tokens (the REST API) are compared in constant time.
+Every candidate is compared on every check, so the time taken does not tell which one
+nearly matched. Failed attempts from one address are slowed down.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any, Final
 
 from ..config import MIN_EXPOSED_TOKEN_LENGTH
 from ..errors import ConfigError
-from ..protocol import ROLE_PUPPET, ROLE_WEB
+from ..protocol import MAX_BOT_NAME_LENGTH, ROLE_PUPPET, ROLE_WEB, key_id, proof_matches
 
 __all__ = [
     "FULL_ACCESS",
@@ -116,8 +119,29 @@ class TokenRegistry:
                 found = grant
         return found
 
+    def candidates(self) -> list[tuple[str, Grant]]:
+        """Every token with its grant (for the socket handshake's key check)."""
+        return [(token.decode(), grant) for token, grant in self._grants]
+
     def __len__(self) -> int:
         return len(self._grants)
+
+
+def _bot_tokens(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError("server.bot_tokens must map bot names to tokens")
+    tokens: dict[str, str] = {}
+    for bot, token in value.items():
+        if not isinstance(bot, str) or not bot.strip() or len(bot) > MAX_BOT_NAME_LENGTH:
+            raise ConfigError(
+                f"server.bot_tokens: bot names must be 1 to {MAX_BOT_NAME_LENGTH} characters"
+            )
+        if not isinstance(token, str) or not token:
+            raise ConfigError(f"server.bot_tokens[{bot!r}] must be a non-empty string")
+        tokens[bot] = token
+    return tokens
 
 
 def describe(permissions: Iterable[str]) -> list[str]:
@@ -146,12 +170,15 @@ class Authenticator:
         puppet_token: str | None = None,
         web_token: str | None = None,
         web_tokens: TokenRegistry | None = None,
+        bot_tokens: Mapping[str, str] | None = None,
     ) -> None:
         #: the main token: opens every role (settable: the test kit gives a fresh one)
         self.token = token
         self.puppet_token = puppet_token
         self.web_token = web_token
         self.web_tokens = web_tokens if web_tokens is not None else TokenRegistry()
+        #: bot name -> its own puppet token; such a bot is opened by that token only
+        self.bot_tokens: dict[str, str] = _bot_tokens(bot_tokens)
         #: failed authentications per address and minute before refusals are slowed down
         self.free_failures = AUTH_FREE_FAILURES
         self._failures: OrderedDict[str, list[float]] = OrderedDict()
@@ -164,11 +191,13 @@ class Authenticator:
             puppet_token=server.get("puppet_token"),
             web_token=server.get("web_token"),
             web_tokens=TokenRegistry.from_config(raw),
+            bot_tokens=_bot_tokens(server.get("bot_tokens")),
         )
 
     def secrets(self) -> list[str]:
         """Every configured server token (for checks that none of them leaks)."""
-        return [t for t in (self.token, self.puppet_token, self.web_token) if t]
+        fixed = [t for t in (self.token, self.puppet_token, self.web_token) if t]
+        return fixed + list(self.bot_tokens.values())
 
     def opens(self, token: str, role: str) -> bool:
         """Constant-time check of ``token`` against the server tokens that open ``role``."""
@@ -189,6 +218,27 @@ class Authenticator:
         extra = self.web_tokens.authenticate(token) if role == ROLE_WEB else None
         return Grant(FULL_ACCESS, "server.token") if opens else extra
 
+    def candidates(self, role: str, bot: str | None) -> list[tuple[str, Grant]]:
+        """The tokens that open ``role`` (for a puppet: for ``bot``), each with its grant."""
+        if role == ROLE_PUPPET:
+            if bot is not None and bot in self.bot_tokens:
+                return [(self.bot_tokens[bot], Grant(FULL_ACCESS, "server.bot_tokens"))]
+            found = [(self.token, "server.token"), (self.puppet_token, "server.puppet_token")]
+            return [(t, Grant(FULL_ACCESS, source)) for t, source in found if t]
+        found = [(self.token, "server.token"), (self.web_token, "server.web_token")]
+        fixed = [(t, Grant(FULL_ACCESS, source)) for t, source in found if t]
+        return fixed + self.web_tokens.candidates()
+
+    def find(self, role: str, bot: str | None, nonce: str, key: str) -> tuple[str, Grant] | None:
+        """The token (and grant) whose :func:`~MetaPuppet.protocol.key_id` for ``nonce`` is
+        ``key``, among those that open ``role``; None when none is. Every candidate is
+        compared (no early exit)."""
+        found: tuple[str, Grant] | None = None
+        for token, grant in self.candidates(role, bot):
+            if proof_matches(key_id(token, nonce), key) and found is None:
+                found = (token, grant)
+        return found
+
     def failed(self, remote: str | None) -> float:
         """Count a failed authentication from ``remote``; how long to hold the refusal."""
         now = time.monotonic()
@@ -202,15 +252,27 @@ class Authenticator:
         return 0.0 if excess <= 0 else min(AUTH_MAX_DELAY_S, 0.1 * 2 ** (excess - 1))
 
     def check_bind(self, host: str) -> None:
-        """Refuse to serve without a token, or on a public address with a weak one."""
+        """Refuse to serve without a token, or on a public address with any weak token
+        that opens a role (main, puppet, web, per-bot; ``web.tokens`` are always checked)."""
         if not self.token:
             raise ConfigError(
                 "no token configured: run `metapuppet init` (writes config.json with a fresh "
                 "token) or set METAPUPPET_TOKEN"
             )
-        if not is_loopback(host) and len(self.token) < MIN_EXPOSED_TOKEN_LENGTH:
+        if is_loopback(host):
+            return
+        named = [
+            ("server.token", self.token),
+            ("server.puppet_token", self.puppet_token),
+            ("server.web_token", self.web_token),
+            *((f"server.bot_tokens[{bot!r}]", t) for bot, t in self.bot_tokens.items()),
+        ]
+        weak = [key for key, token in named if token and len(token) < MIN_EXPOSED_TOKEN_LENGTH]
+        if weak:
             raise ConfigError(
-                f"refusing to listen on {host}, which is not loopback, with a token shorter than "
-                f"{MIN_EXPOSED_TOKEN_LENGTH} characters: anyone who guesses it can drive your "
-                "bot. Use `metapuppet init` for a strong token, or bind 127.0.0.1."
+                f"refusing to listen on {host}, which is not loopback, with "
+                f"{', '.join(weak)} shorter than {MIN_EXPOSED_TOKEN_LENGTH} characters: "
+                "anyone who guesses it can drive your bot. Use `metapuppet init` (or "
+                "`python -c \"import secrets; print(secrets.token_urlsafe(32))\"`) for "
+                "strong tokens, or bind 127.0.0.1."
             )

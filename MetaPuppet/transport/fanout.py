@@ -10,9 +10,14 @@ per-client queue and writer task; a client for which it is not safe gets the pac
 through its Engine.IO queue as before. The loop gets a turn every :data:`FANOUT_CHUNK`
 clients, so the puppets' own events keep flowing (``bench/fanout.py``).
 
+**A byte budget per client.** A client whose frames are not written at once (a slow
+reader) gets them through its Engine.IO queue; when what waits for it there and in its
+socket's buffer would pass ``web.max_buffered_bytes`` (8 MiB), it is dropped with a log
+line naming the reason, instead of the server holding an ever-growing backlog for it.
+
 This module reaches into python-socketio / python-engineio / aiohttp internals; each
-reach is marked and was checked against python-socketio 5.18, python-engineio 4.15 and
-aiohttp 3.14. Anything unexpected falls back to the queued path.
+reach is marked and was checked against python-socketio 5.18.1, python-engineio 4.15.1 and
+aiohttp 3.14.5. Anything unexpected falls back to the queued path.
 """
 
 from __future__ import annotations
@@ -21,18 +26,21 @@ import asyncio
 import logging
 import struct
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 import socketio
 from aiohttp import WSMsgType
 
-__all__ = ["DIRECT_MAX_BYTES", "FANOUT_CHUNK", "DirectFanout", "text_frame"]
+__all__ = ["DIRECT_MAX_BYTES", "FANOUT_CHUNK", "MAX_QUEUED_PACKETS", "DirectFanout", "text_frame"]
 
 log = logging.getLogger("MetaPuppet.web")
 
 FANOUT_CHUNK: Final = 20
 # larger frames go through Engine.IO (compressing one may wait for an executor)
 DIRECT_MAX_BYTES: Final = 16 * 1024
+# a client with more packets than this waiting is too slow, whatever their size
+MAX_QUEUED_PACKETS: Final = 10_000
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -49,48 +57,63 @@ def text_frame(payload: bytes) -> bytes:
 
 
 class DirectFanout:
-    """Sends one frame to many clients of ``sio``, directly where that is safe."""
+    """Sends one frame to many clients of ``sio``, directly where that is safe.
 
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    ``websockets`` maps Engine.IO sids to their open websocket wrappers (kept by the
+    transport's driver hooks, see :mod:`.driver`); ``cut(eio_sid)`` ends a connection at
+    once (a client over its byte budget).
+    """
+
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        websockets: dict[str, Any],
+        *,
+        max_buffered_bytes: int = 8 * 1024 * 1024,
+        cut: Callable[[str], None] | None = None,
+    ) -> None:
         self.sio = sio
-        #: Engine.IO sid -> the aiohttp websocket wrapper of that connection (see
-        #: :meth:`_install`); empty when the driver could not be wrapped
-        self.websockets: dict[str, Any] = {}
+        self.websockets = websockets
+        self.max_buffered_bytes = max_buffered_bytes
+        self.cut = cut
         self.direct_frames = 0
         self.queued_frames = 0
-        self._install()
+        #: clients dropped for reading too slowly
+        self.dropped_slow = 0
 
-    def _install(self) -> None:
-        """Remember each websocket connection, so the fan-out can write to it directly.
+    def backlog(self, eio_sid: str) -> int:
+        """Bytes (characters of text frames) waiting to be written to ``eio_sid``: in its
+        Engine.IO queue and in its socket's write buffer."""
+        socket = self.sio.eio.sockets.get(eio_sid)
+        if socket is None:
+            return 0
+        queue = socket.queue
+        waiting = 0
+        if queue.qsize():
+            if queue.qsize() > MAX_QUEUED_PACKETS:
+                return self.max_buffered_bytes + 1
+            for pkt in getattr(queue, "_queue", ()):  # asyncio.Queue internal (a deque)
+                data = getattr(pkt, "data", None)
+                if isinstance(data, str | bytes):
+                    waiting += len(data)
+        wrapper = self.websockets.get(eio_sid)
+        ws = getattr(wrapper, "_sock", None)  # engineio's aiohttp websocket wrapper
+        transport = getattr(getattr(ws, "_writer", None), "transport", None)  # aiohttp
+        if transport is not None:
+            waiting += transport.get_write_buffer_size()
+        return waiting
 
-        Engine.IO's aiohttp driver keeps its websocket wrapper private to the connection's
-        handler; a subclass, installed on this server's Engine.IO instance only (a copy of
-        its driver table, not the shared module), records it by Engine.IO sid while the
-        connection lives.
-        """
-        eio = getattr(self.sio, "eio", None)
-        drivers = getattr(eio, "_async", None)  # python-engineio 4.x internal
-        mode = getattr(eio, "async_mode", None)
-        if eio is None or not isinstance(drivers, dict) or mode != "aiohttp":
-            return
-        base = drivers.get("websocket")
-        if not isinstance(base, type):
-            return
-        registry = self.websockets
-
-        class RecordedWebSocket(base):  # type: ignore[misc, valid-type]
-            async def __call__(self, environ: Any) -> Any:
-                sid = getattr(getattr(self.handler, "__self__", None), "sid", None)
-                if not isinstance(sid, str):
-                    return await super().__call__(environ)
-                registry[sid] = self
-                try:
-                    return await super().__call__(environ)
-                finally:
-                    if registry.get(sid) is self:
-                        del registry[sid]
-
-        eio._async = {**drivers, "websocket": RecordedWebSocket}  # noqa: SLF001 - see above
+    def _too_slow(self, sid: str, eio_sid: str, waiting: int) -> None:
+        self.dropped_slow += 1
+        log.warning(
+            "dropped web client %s: it reads too slowly (%d bytes waiting for it, more than "
+            "web.max_buffered_bytes = %d)",
+            sid,
+            waiting,
+            self.max_buffered_bytes,
+        )
+        if self.cut is not None:
+            self.cut(eio_sid)
 
     def writable_now(self, eio_sid: str, ping_deadline: float) -> Any:
         """The aiohttp websocket of ``eio_sid`` when a frame written to it now keeps every
@@ -154,6 +177,7 @@ class DirectFanout:
         manager, eio = self.sio.manager, self.sio.eio
         ping_deadline = time.time() - eio.ping_timeout
         written = queued = 0
+        size = len(payload) if payload is not None else 0
         for index, sid in enumerate(sids):
             eio_sid = manager.eio_sid_from_sid(sid, "/")
             if eio_sid is not None:
@@ -171,8 +195,12 @@ class DirectFanout:
                     except Exception:  # the connection is going away: let Engine.IO see
                         log.debug("direct write to %s failed", sid, exc_info=True)
                 if not sent:
-                    await eio.send_packet(eio_sid, packet)
-                    queued += 1
+                    waiting = self.backlog(eio_sid)
+                    if waiting + size > self.max_buffered_bytes:
+                        self._too_slow(sid, eio_sid, waiting)
+                    else:
+                        await eio.send_packet(eio_sid, packet)
+                        queued += 1
             if index % FANOUT_CHUNK == FANOUT_CHUNK - 1:
                 await asyncio.sleep(0)
         self.direct_frames += written

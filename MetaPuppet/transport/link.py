@@ -20,6 +20,9 @@ class PuppetLink(ABC):
     bot: str
     #: what the bot's channel can do, as its puppet reported it
     capabilities: Capabilities = Capabilities()
+    #: where the puppet connected from, and when (``time.time()``), when known
+    remote: str | None = None
+    connected_at: float = 0.0
 
     @abstractmethod
     async def call(self, event: str, data: Any, timeout: float) -> Any:

@@ -1,7 +1,15 @@
 /**
  * The Socket.IO link to the MetaPuppet server.
  *
- * - Authenticates as a puppet: `auth: {token, role: "puppet", protocol, bot, capabilities}`.
+ * - Authenticates as a puppet with the mutual handshake (see protocol.ts): the connect carries
+ *   a fresh nonce and a key derived from the token, never the token; the server must answer
+ *   with a valid `challenge` proof before this client sends any event or answers any exec,
+ *   echo or control. A server that cannot prove it holds the token is left at once, with an
+ *   error line, and tried again later (the real one may be restarting). Only after the
+ *   server accepted our `authenticate` proof does the link count as connected.
+ * - A bot name another client holds is refused by the server (`bot_taken`): logged, retried
+ *   with backoff (it takes over once the other one leaves); `replaceExisting` asks the server to
+ *   hand the bot over to this client instead.
  * - Forwards event envelopes through the Outbox: an event stays in it until the server
  *   acknowledges it (`{ok: true}`) or rejects it for good (`bad_request`, `forbidden`). On every
  *   (re)connect the pending events are sent first, in order, then new ones as they come.
@@ -23,9 +31,13 @@ import type { Logger } from './log.js'
 import { Outbox, type OutboxEntry } from './outbox.js'
 import {
   EVENT_ACK_DROP_KINDS,
-  PROTOCOL_VERSION,
   WIRE,
-  type AuthPayload,
+  authPayload,
+  clientProof,
+  parseChallenge,
+  proofMatches,
+  serverProof,
+  type AuthAck,
   type Capabilities,
   type ControlResponse,
   type EventEnvelope,
@@ -65,6 +77,10 @@ export interface BridgeOptions {
   control?: ControlHandler
   /** What the bot's channel can do, sent in the auth payload as `capabilities`. */
   capabilities?: Capabilities
+  /** Take the bot over from a client connected with the same name (client.replace_existing). */
+  replaceExisting?: boolean
+  /** How long the server gets for each step of the handshake (default 10 000 ms). */
+  handshakeTimeoutMs?: number
   /** Randomness of the reconnect jitter (tests). */
   random?: () => number
   /** Extra socket.io-client options (tests). */
@@ -78,7 +94,19 @@ export class Bridge {
   readonly outbox: Outbox
   readonly socket: Socket
   /** Counters for tests and diagnostics. */
-  readonly stats = { sent: 0, resent: 0, acked: 0, rejected: 0, deferred: 0, ackTimeouts: 0, connects: 0 }
+  readonly stats = {
+    sent: 0,
+    resent: 0,
+    acked: 0,
+    rejected: 0,
+    deferred: 0,
+    ackTimeouts: 0,
+    connects: 0,
+    /** Servers that could not prove they hold the token. */
+    impostors: 0,
+    /** Refusals because another client has the bot. */
+    botTaken: 0,
+  }
   /** The last reconnect delays (ms), newest last, at most 50. */
   readonly retryDelays: number[] = []
 
@@ -95,18 +123,30 @@ export class Bridge {
   private closed = true
   private readonly startedAt = Date.now()
   private readonly ackTimeoutMs: number
+  private readonly handshakeTimeoutMs: number
+  /** The nonce of the connection attempt in progress (a fresh one each time). */
+  private clientNonce = ''
+  /** True once the server proved itself and accepted our proof, on this connection. */
+  private authenticated = false
+  private handshakeTimer: NodeJS.Timeout | undefined
+  /** Socket.IO connects so far: a late answer from an earlier one is ignored. */
+  private attempt = 0
 
   constructor(private readonly options: BridgeOptions) {
     this.outbox =
       options.outbox ?? new Outbox({ path: null, maxEvents: 10_000, maxBytes: 64 * 1024 * 1024, log: options.log })
     this.ackTimeoutMs = options.ackTimeoutMs ?? 30_000
-    const auth: AuthPayload = {
-      token: options.token,
-      role: 'puppet',
-      protocol: PROTOCOL_VERSION,
-      bot: options.botName,
+    this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? 10_000
+    // A function: socket.io-client calls it for every (re)connect, so every attempt gets a fresh nonce.
+    const auth = (cb: (data: object) => void): void => {
+      const payload = authPayload(options.token, 'puppet', {
+        bot: options.botName,
+        capabilities: options.capabilities,
+        replace: options.replaceExisting === true,
+      })
+      this.clientNonce = payload.nonce
+      cb(payload)
     }
-    if (options.capabilities !== undefined) auth.capabilities = options.capabilities
     this.socket = io(options.url, {
       autoConnect: false,
       transports: ['websocket'],
@@ -121,8 +161,9 @@ export class Bridge {
     this.wire()
   }
 
+  /** Connected, and both sides proved they hold the token. */
   get connected(): boolean {
-    return this.socket.connected
+    return this.socket.connected && this.authenticated
   }
 
   /** Starts connecting (and retrying) in the background. */
@@ -141,17 +182,17 @@ export class Bridge {
   /** Queues an event envelope; heartbeats are sent only if connected and never stored. */
   send(envelope: EventEnvelope): void {
     if (envelope.name === 'heartbeat') {
-      if (this.socket.connected) this.socket.volatile.emit(WIRE.event, envelope)
+      if (this.connected) this.socket.volatile.emit(WIRE.event, envelope)
       return
     }
     const entry = this.outbox.add(envelope)
-    if (entry !== undefined && entry.sentOn === 0 && this.socket.connected) this.transmit(entry)
+    if (entry !== undefined && entry.sentOn === 0 && this.connected) this.transmit(entry)
   }
 
   /** Resolves once no event awaits an ack or a send, the link is down, or `timeoutMs` passed. */
   async drain(timeoutMs: number): Promise<void> {
     const deadline = Date.now() + timeoutMs
-    while (this.socket.connected && Date.now() < deadline && this.outbox.pending().some((e) => !e.parked)) {
+    while (this.connected && Date.now() < deadline && this.outbox.pending().some((e) => !e.parked)) {
       await new Promise((resolve) => setTimeout(resolve, 10))
     }
   }
@@ -162,6 +203,7 @@ export class Bridge {
     clearInterval(this.heartbeatTimer)
     clearInterval(this.ackTimer)
     clearTimeout(this.retryTimer)
+    clearTimeout(this.handshakeTimer)
     this.socket.disconnect()
     this.outbox.close()
   }
@@ -221,7 +263,7 @@ export class Bridge {
 
   /** Reports events unacknowledged past the ack timeout; they wait for the next reconnect. */
   private sweepAcks(): void {
-    if (!this.socket.connected) return
+    if (!this.connected) return
     const now = Date.now()
     let overdue = 0
     for (const entry of this.outbox.pending()) {
@@ -240,7 +282,7 @@ export class Bridge {
   }
 
   private clientHeartbeat(): void {
-    if (!this.socket.connected) return
+    if (!this.connected) return
     let extra: JsonObject = {}
     try {
       extra = this.options.heartbeatPayload?.() ?? {}
@@ -261,23 +303,22 @@ export class Bridge {
     const socket = this.socket
 
     socket.on('connect', () => {
-      clearTimeout(this.retryTimer)
-      this.retryTimer = undefined
-      this.connection++
-      this.stats.connects++
-      this.connectedAt = Date.now()
-      if (this.failedAttempts > 0) log.info('connected to %s after %d failed attempts', url, this.failedAttempts)
-      else log.info('connected to %s', url)
-      this.failedAttempts = 0
-      const pending = this.outbox.pending()
-      if (pending.length > 0) log.info('sending %d unacknowledged events first', pending.length)
-      for (const entry of pending) {
-        if (entry.sentOn !== this.connection) this.transmit(entry)
-      }
-      this.options.onConnect?.()
+      // Socket.IO is connected, but nothing is sent or run until the server has proved itself.
+      this.attempt++
+      this.authenticated = false
+      clearTimeout(this.handshakeTimer)
+      this.handshakeTimer = setTimeout(() => {
+        log.warn('the server at %s sent no challenge within %d ms; reconnecting', url, this.handshakeTimeoutMs)
+        socket.disconnect()
+        this.retryLater()
+      }, this.handshakeTimeoutMs)
     })
 
+    socket.on(WIRE.challenge, (data: unknown) => this.onChallenge(data))
+
     socket.on('disconnect', (reason) => {
+      this.authenticated = false
+      clearTimeout(this.handshakeTimer)
       if (this.closed) return
       // A connection that lasted restarts the backoff sequence; a flapping one keeps climbing.
       if (Date.now() - this.connectedAt >= this.options.reconnectDelayMaxMs) this.backoffAttempt = 0
@@ -292,8 +333,10 @@ export class Bridge {
       if (!socket.active) {
         // The server answered and refused us.
         if (FATAL_REFUSAL.test(reason)) {
+          // A server of protocol 1 asks for the token itself: this client never sends it.
+          const older = /missing token/i.test(reason) ? '; the server speaks an older protocol: update it' : ''
           this.options.onFatal(
-            `the server at ${url} refused this client: ${reason} (check server.token / METAPUPPET_TOKEN and that both sides run the same MetaPuppet version)`,
+            `the server at ${url} refused this client: ${reason}${older} (check server.token / METAPUPPET_TOKEN and that both sides run the same MetaPuppet version)`,
             2,
           )
           return
@@ -316,6 +359,7 @@ export class Bridge {
 
     socket.on(WIRE.exec, (req: unknown, ack?: unknown) => {
       if (typeof req === 'function' && ack === undefined) [req, ack] = [undefined, req]
+      if (this.refuseUnauthenticated('exec', ack)) return
       const reply = typeof ack === 'function' ? (ack as (r: ExecResponse) => void) : undefined
       if (reply === undefined) log.warn('exec request without an ack callback: the result will be dropped')
       executor
@@ -328,6 +372,7 @@ export class Bridge {
     })
 
     socket.on(WIRE.echo, (data: unknown, ack?: unknown) => {
+      if (this.refuseUnauthenticated('echo', typeof data === 'function' && ack === undefined ? data : ack)) return
       if (typeof data === 'function' && ack === undefined) {
         ;(data as (d: null) => void)(null)
         return
@@ -337,6 +382,7 @@ export class Bridge {
 
     socket.on(WIRE.control, (req: unknown, ack?: unknown) => {
       if (typeof req === 'function' && ack === undefined) [req, ack] = [undefined, req]
+      if (this.refuseUnauthenticated('control', ack)) return
       let answered = false
       const reply = (response: ControlResponse): void => {
         if (answered) return
@@ -355,6 +401,98 @@ export class Bridge {
         .then(reply, (e: unknown) => reply({ ok: false, error: fromThrown('runtime', e) }))
         .catch((e: unknown) => log.error('could not answer a control request: %s', e))
     })
+  }
+
+  /** Step 2 of the handshake: check the server's proof, then prove ourselves. */
+  private onChallenge(data: unknown): void {
+    const { log, url, token, botName } = this.options
+    const socket = this.socket
+    if (this.authenticated) {
+      log.warn('the server at %s sent a second challenge; ignored', url)
+      return
+    }
+    const challenge = parseChallenge(data)
+    const handshake = {
+      role: 'puppet' as const,
+      bot: botName,
+      clientNonce: this.clientNonce,
+      serverNonce: challenge?.nonce ?? '',
+      replace: this.options.replaceExisting === true,
+    }
+    if (challenge === null || this.clientNonce === '' || !proofMatches(serverProof(token, handshake), challenge.proof)) {
+      clearTimeout(this.handshakeTimer)
+      this.stats.impostors++
+      log.error(
+        'the server at %s could not prove it holds the token: refusing to talk to it, nothing was sent (is another program listening on that address?); retrying later',
+        url,
+      )
+      socket.disconnect()
+      this.retryLater()
+      return
+    }
+    const attempt = this.attempt
+    socket
+      .timeout(this.handshakeTimeoutMs)
+      .emit(WIRE.authenticate, { proof: clientProof(token, handshake) }, (err: Error | null, ack: AuthAck) => {
+        if (this.attempt !== attempt || !socket.connected) return
+        clearTimeout(this.handshakeTimer)
+        if (err !== null) {
+          log.warn('the server at %s did not answer our proof; reconnecting', url)
+          socket.disconnect()
+          this.retryLater()
+          return
+        }
+        if (typeof ack !== 'object' || ack === null || ack.ok !== true) {
+          const error = (ack as { error?: { kind?: unknown; message?: unknown } } | null)?.error
+          const reason = typeof error?.message === 'string' ? error.message : JSON.stringify(ack)
+          if (error?.kind === 'bot_taken') {
+            this.stats.botTaken++
+            const every = this.stats.botTaken <= 3 || this.stats.botTaken % 10 === 0
+            if (every) log.warn('the server refused this client: %s; retrying later', reason)
+            else log.debug('the server refused this client again: %s', reason)
+          } else {
+            log.warn('the server at %s refused our proof: %s; retrying later', url, reason)
+          }
+          socket.disconnect()
+          this.retryLater()
+          return
+        }
+        this.onAuthenticated()
+      })
+  }
+
+  /** Both sides proved themselves: the link is up. */
+  private onAuthenticated(): void {
+    const { log, url } = this.options
+    this.authenticated = true
+    clearTimeout(this.retryTimer)
+    this.retryTimer = undefined
+    this.connection++
+    this.stats.connects++
+    this.connectedAt = Date.now()
+    if (this.failedAttempts > 0) log.info('connected to %s after %d failed attempts', url, this.failedAttempts)
+    else log.info('connected to %s (mutually authenticated)', url)
+    this.failedAttempts = 0
+    this.stats.botTaken = 0
+    const pending = this.outbox.pending()
+    if (pending.length > 0) log.info('sending %d unacknowledged events first', pending.length)
+    for (const entry of pending) {
+      if (entry.sentOn !== this.connection) this.transmit(entry)
+    }
+    this.options.onConnect?.()
+  }
+
+  /** Answers a request that came before the server proved itself with an error, and says so. */
+  private refuseUnauthenticated(what: string, ack: unknown): boolean {
+    if (this.authenticated) return false
+    this.options.log.warn('refused a %s request from a server that has not authenticated', what)
+    if (typeof ack === 'function') {
+      ;(ack as (r: ExecResponse) => void)({
+        ok: false,
+        error: { kind: 'bad_request', name: 'Unauthenticated', message: 'the server has not proved it holds the token', stack: null },
+      })
+    }
+    return true
   }
 
   /** Schedules the next connection attempt with backoff (one pending attempt at a time). */

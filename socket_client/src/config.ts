@@ -15,6 +15,8 @@ export interface MetaPuppetConfig {
     port: number
     token: string | null
     puppet_token: string | null
+    /** server.bot_tokens: a bot's own token (then only that token opens it on the server). */
+    bot_tokens: Record<string, string>
     /** server.data_dir, MetaPuppet's data directory (shared with the Python side); absolute once loaded. */
     data_dir: string
   }
@@ -45,6 +47,11 @@ export interface MetaPuppetConfig {
     puppet_retry_delay_max_ms: number
     /** Identical puppet errors are forwarded at most once per this interval, with a count. */
     error_repeat_ms: number
+    /**
+     * Take the bot over from another client connected with the same client.bot (a deliberate
+     * hand-over). Off: the server refuses this client while the other one is connected and answers.
+     */
+    replace_existing: boolean
   }
   puppet: { name: string; token: string | null; options: Record<string, unknown> }
   mock: { user_name: string }
@@ -56,7 +63,7 @@ export interface ResolvedConfig {
   config: MetaPuppetConfig
   /** The Socket.IO server URL: client.url, else http://server.host:server.port. */
   url: string
-  /** The token this client authenticates with: server.puppet_token ?? server.token. Never log it. */
+  /** The token this client authenticates with: server.bot_tokens[client.bot] ?? server.puppet_token ?? server.token. Never log it. */
   token: string
   /** Absolute path of the file that was read, or null when running on defaults. */
   configPath: string | null
@@ -93,7 +100,7 @@ export const MOCK_PUPPET_NAMES: readonly string[] = ['wechaty-puppet-mock', 'moc
 
 export function defaultConfig(): MetaPuppetConfig {
   return {
-    server: { host: '127.0.0.1', port: 8080, token: null, puppet_token: null, data_dir: 'data' },
+    server: { host: '127.0.0.1', port: 8080, token: null, puppet_token: null, bot_tokens: {}, data_dir: 'data' },
     client: {
       url: null,
       bot: 'metapuppet',
@@ -110,6 +117,7 @@ export function defaultConfig(): MetaPuppetConfig {
       puppet_retry_delay_ms: 1_000,
       puppet_retry_delay_max_ms: 60_000,
       error_repeat_ms: 60_000,
+      replace_existing: false,
     },
     puppet: { name: 'wechaty-puppet-mock', token: null, options: {} },
     mock: { user_name: 'MetaPuppet Bot' },
@@ -169,7 +177,7 @@ export function loadConfig(options: LoadOptions = {}): ResolvedConfig {
   if (config.client.bot.trim() === '' || config.client.bot.length > MAX_BOT_NAME_LENGTH) {
     throw new ConfigError(`client.bot must be a non-empty name of at most ${MAX_BOT_NAME_LENGTH} characters (the server refuses longer ones)`)
   }
-  const token = config.server.puppet_token ?? config.server.token
+  const token = config.server.bot_tokens[config.client.bot] ?? config.server.puppet_token ?? config.server.token
   if (token === null) {
     throw new ConfigError(
       'no token: set server.token in config.json (metapuppet init writes one) or METAPUPPET_TOKEN',
@@ -272,6 +280,14 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): strin
   if (token !== undefined) config.server.token = token
   const puppetToken = str(server, 'server', 'puppet_token', true)
   if (puppetToken !== undefined) config.server.puppet_token = puppetToken
+  const botTokens = server.bot_tokens
+  if (botTokens !== undefined && botTokens !== null) {
+    if (!isObject(botTokens)) bad('server.bot_tokens', 'an object of bot name → token', botTokens)
+    for (const [bot, value] of Object.entries(botTokens as Obj)) {
+      if (typeof value !== 'string' || value === '') bad(`server.bot_tokens[${JSON.stringify(bot)}].token`, 'a non-empty string', value)
+      config.server.bot_tokens[bot] = value as string
+    }
+  }
   config.server.data_dir = str(server, 'server', 'data_dir', false) ?? config.server.data_dir
 
   const client = section('client')
@@ -302,6 +318,11 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): strin
   config.client.puppet_retry_delay_max_ms =
     int(client, 'client', 'puppet_retry_delay_max_ms', 1, day) ?? config.client.puppet_retry_delay_max_ms
   config.client.error_repeat_ms = int(client, 'client', 'error_repeat_ms', 1, day) ?? config.client.error_repeat_ms
+  const replace = client.replace_existing
+  if (replace !== undefined && replace !== null) {
+    if (typeof replace !== 'boolean') bad('client.replace_existing', 'true or false', replace)
+    config.client.replace_existing = replace as boolean
+  }
 
   const puppet = section('puppet')
   config.puppet.name = str(puppet, 'puppet', 'name', false) ?? config.puppet.name

@@ -43,6 +43,7 @@ async function main(argv: readonly string[]): Promise<void> {
   const { config, url, token } = resolved
   // Before anything is logged: no token ever reaches a log line, an event or an exec error.
   for (const secret of [token, config.server.token, config.server.puppet_token, config.puppet.token]) addSecret(secret)
+  for (const secret of Object.values(config.server.bot_tokens)) addSecret(secret)
   addSecret(typeof config.puppet.options.token === 'string' ? config.puppet.options.token : null)
   addSecret(process.env.WECHATY_PUPPET_SERVICE_TOKEN)
   redactConsole()
@@ -159,6 +160,7 @@ async function main(argv: readonly string[]): Promise<void> {
     log,
     executor: runner,
     capabilities,
+    replaceExisting: config.client.replace_existing,
     reconnectDelayMs: config.client.reconnect_delay_ms,
     reconnectDelayMaxMs: config.client.reconnect_delay_max_ms,
     heartbeatMs: config.client.heartbeat_ms,

@@ -3,9 +3,17 @@
  *
  * Mirror of `MetaPuppet/protocol.py`: change both files together and bump
  * PROTOCOL_VERSION when a change is not backwards compatible.
+ *
+ * The handshake (protocol 2; `MetaPuppet/protocol.py` explains it at length): the client
+ * connects with `auth = {protocol, role, bot, capabilities, replace?, nonce, key}` (a fresh
+ * nonce, and `keyId` of its token: the token itself never travels); the server answers
+ * `challenge {nonce, proof}` right after the connect; the client checks `serverProof` before
+ * it sends or runs anything, then sends `authenticate {proof}` (`clientProof`) and waits for
+ * `{ok: true}`. Both proofs cover both nonces, the role and the bot.
  */
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 
-export const PROTOCOL_VERSION = 1
+export const PROTOCOL_VERSION = 2
 
 /** Socket.IO event names. */
 export const WIRE = {
@@ -17,6 +25,10 @@ export const WIRE = {
   echo: 'echo',
   /** Python → Node: `{action}` (see CONTROL_ACTIONS), answered `{ok: true}` or `{ok: false, error}`. */
   control: 'control',
+  /** Python → Node, right after the connect: `{nonce, proof}`, the server's half of the handshake. */
+  challenge: 'challenge',
+  /** Node → Python: `{proof}`, answered `{ok: true, ...}` or `{ok: false, error}` (then the server closes). */
+  authenticate: 'authenticate',
 } as const
 
 /** Actions of the `control` event. `restart-bot`: stop the Wechaty bot and start it again. */
@@ -42,14 +54,97 @@ export type Role = 'puppet' | 'web'
 export const MAX_BOT_NAME_LENGTH = 64
 export const MAX_ID_LENGTH = 256
 
-/** Sent in the Socket.IO `auth` payload when connecting. */
+/** Sent in the Socket.IO `auth` payload when connecting (never the token itself). */
 export interface AuthPayload {
-  token: string
-  role: Role
   protocol: number
+  role: Role
+  /** 64 hex digits of fresh randomness, new for every connection attempt. */
+  nonce: string
+  /** `keyId(token, nonce)`: which token this client holds, without revealing it. */
+  key: string
   bot?: string
   /** What the bot's channel can do (puppet role). */
   capabilities?: Capabilities
+  /** Take over a bot that is connected already (client.replace_existing: a deliberate hand-over). */
+  replace?: boolean
+}
+
+/** What both proofs of the handshake cover. */
+export interface Handshake {
+  role: Role
+  bot: string | null
+  clientNonce: string
+  serverNonce: string
+  replace: boolean
+}
+
+/** The server's `challenge`. */
+export interface Challenge {
+  nonce: string
+  proof: string
+}
+
+/** The server's answer to `authenticate`; `error.kind` is `bot_taken` when another client has the bot. */
+export type AuthAck =
+  | { ok: true; role: Role; bot: string | null; permissions?: string[] }
+  | { ok: false; error: { kind?: string; name?: string; message?: string } }
+
+const HANDSHAKE_CONTEXT = `MetaPuppet protocol ${PROTOCOL_VERSION}`
+const HEX_64 = /^[0-9a-f]{64}$/
+
+function mac(token: string, label: string, ...parts: string[]): string {
+  return createHmac('sha256', Buffer.from(token, 'utf8'))
+    .update([HANDSHAKE_CONTEXT, label, ...parts].join('\n'), 'utf8')
+    .digest('hex')
+}
+
+function transcript(h: Handshake): string[] {
+  return [h.role, h.bot ?? '', h.clientNonce, h.serverNonce, h.replace ? 'replace' : '']
+}
+
+/** 32 bytes of fresh randomness as hex: one per connection and side. */
+export function newNonce(): string {
+  return randomBytes(32).toString('hex')
+}
+
+export function keyId(token: string, clientNonce: string): string {
+  return mac(token, 'key', clientNonce)
+}
+
+export function serverProof(token: string, handshake: Handshake): string {
+  return mac(token, 'server', ...transcript(handshake))
+}
+
+export function clientProof(token: string, handshake: Handshake): string {
+  return mac(token, 'client', ...transcript(handshake))
+}
+
+/** Constant-time comparison of a proof (or key) with the expected one. */
+export function proofMatches(expected: string, given: unknown): boolean {
+  if (typeof given !== 'string' || !HEX_64.test(given) || !HEX_64.test(expected)) return false
+  return timingSafeEqual(Buffer.from(expected, 'hex'), Buffer.from(given, 'hex'))
+}
+
+/** The `challenge` payload, or null when it is not one. */
+export function parseChallenge(data: unknown): Challenge | null {
+  if (typeof data !== 'object' || data === null) return null
+  const { nonce, proof } = data as { nonce?: unknown; proof?: unknown }
+  if (typeof nonce !== 'string' || !HEX_64.test(nonce) || typeof proof !== 'string' || !HEX_64.test(proof)) return null
+  return { nonce, proof }
+}
+
+/** A fresh connect payload for `token` (a new nonce on every call). */
+export function authPayload(
+  token: string,
+  role: Role,
+  options: { bot?: string; capabilities?: Capabilities; replace?: boolean } = {},
+): AuthPayload {
+  const nonce = newNonce()
+  const payload: AuthPayload = { protocol: PROTOCOL_VERSION, role, nonce, key: keyId(token, nonce) }
+  if (options.bot !== undefined) payload.bot = options.bot
+  if (options.capabilities !== undefined) payload.capabilities = options.capabilities
+  if (options.replace === true) payload.replace = true
+  return payload
 }
 
 /** The send rule of a channel with a budget (iLink): the Python side enforces it. */
