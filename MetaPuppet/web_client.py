@@ -20,9 +20,10 @@ own) run the handshake again, with fresh nonces.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import socketio
@@ -76,7 +77,8 @@ class Handshaker:
         try:
             challenge = protocol.parse_challenge(data)
         except ProtocolError as exc:
-            raise AuthenticationError(f"the server at {self.url} sent a bad challenge: {exc}")
+            message = f"the server at {self.url} sent a bad challenge: {exc}"
+            raise AuthenticationError(message) from None
         handshake = Handshake(self.role, self.bot, self._nonce, challenge.nonce, self.replace)
         expected = protocol.server_proof(self._token, handshake)
         if not self._nonce or not protocol.proof_matches(expected, challenge.proof):
@@ -119,14 +121,19 @@ async def connect(
     client: socketio.AsyncClient | None = None,
     capabilities: Capabilities | None = None,
     replace: bool = False,
-    transports: Iterable[str] = ("websocket",),
+    transports: Iterable[str] | None = ("websocket",),
     wait_timeout: float = 10.0,
+    on_authenticated: Callable[[dict[str, Any]], Any] | None = None,
     **options: Any,
 ) -> socketio.AsyncClient:
     """Connect and authenticate; returns the client (``client``, or a new one).
 
-    ``role="puppet"`` with ``bot`` connects as a puppet (tests, tools); other ``options``
-    go to ``AsyncClient.connect`` (``headers``, ``namespaces`` ...).
+    ``role="puppet"`` with ``bot`` connects as a puppet (tests, tools); ``transports=None``
+    lets python-socketio start with long-polling and upgrade; other ``options`` go to
+    ``AsyncClient.connect`` (``headers``, ``namespaces`` ...). ``on_authenticated(answer)``
+    (sync or async) runs after every successful handshake, reconnections included: the
+    place to subscribe or announce the client (python-socketio's ``connect`` event comes
+    before the handshake, when the server still refuses everything else).
     """
     sio = client if client is not None else socketio.AsyncClient()
     shaker = Handshaker(url, token, role, bot=bot, capabilities=capabilities, replace=replace)
@@ -145,7 +152,12 @@ async def connect(
         try:
             message = shaker.answer(data)
             ack = await sio.call(protocol.EV_AUTHENTICATE, message, timeout=wait_timeout)
-            settle(shaker.check(ack), None)
+            answer = shaker.check(ack)
+            settle(answer, None)
+            if on_authenticated is not None:
+                result = on_authenticated(answer)
+                if inspect.isawaitable(result):
+                    await result
         except (AuthenticationError, socketio.exceptions.TimeoutError) as exc:
             if isinstance(exc, socketio.exceptions.TimeoutError):
                 exc = AuthenticationError(f"the server at {url} did not answer authenticate")
@@ -158,7 +170,10 @@ async def connect(
     sio.on("connect_error", lambda data=None: reasons.append(_refusal(data)))
     try:
         await sio.connect(
-            url, auth=shaker.auth, transports=list(transports), wait_timeout=wait_timeout,
+            url,
+            auth=shaker.auth,
+            transports=None if transports is None else list(transports),
+            wait_timeout=wait_timeout,
             **options,
         )
     except socketio.exceptions.ConnectionError as exc:
@@ -186,11 +201,13 @@ def connect_sync(
     client: socketio.Client | None = None,
     capabilities: Capabilities | None = None,
     replace: bool = False,
-    transports: Iterable[str] = ("websocket",),
+    transports: Iterable[str] | None = ("websocket",),
     wait_timeout: float = 10.0,
+    on_authenticated: Callable[[dict[str, Any]], Any] | None = None,
     **options: Any,
 ) -> socketio.Client:
-    """:func:`connect` for plain threads: a threaded ``socketio.Client``, authenticated."""
+    """:func:`connect` for plain threads: a threaded ``socketio.Client``, authenticated;
+    ``on_authenticated(answer)`` runs on the client's thread after every handshake."""
     sio = client if client is not None else socketio.Client()
     shaker = Handshaker(url, token, role, bot=bot, capabilities=capabilities, replace=replace)
     done = threading.Event()
@@ -200,7 +217,10 @@ def connect_sync(
         try:
             message = shaker.answer(data)
             ack = sio.call(protocol.EV_AUTHENTICATE, message, timeout=wait_timeout)
-            shaker.check(ack)
+            answer = shaker.check(ack)
+            done.set()
+            if on_authenticated is not None:
+                on_authenticated(answer)
         except (AuthenticationError, socketio.exceptions.TimeoutError) as exc:
             if isinstance(exc, socketio.exceptions.TimeoutError):
                 exc = AuthenticationError(f"the server at {url} did not answer authenticate")
@@ -215,14 +235,19 @@ def connect_sync(
     sio.on("connect_error", lambda data=None: reasons.append(_refusal(data)))
     try:
         sio.connect(
-            url, auth=shaker.auth, transports=list(transports), wait_timeout=wait_timeout,
+            url,
+            auth=shaker.auth,
+            transports=None if transports is None else list(transports),
+            wait_timeout=wait_timeout,
             **options,
         )
     except socketio.exceptions.ConnectionError as exc:
         raise _refused(url, exc, reasons) from None
     if not done.wait(wait_timeout):
         sio.disconnect()
-        raise AuthenticationError(f"the server at {url} sent no challenge within {wait_timeout:.0f} s")
+        raise AuthenticationError(
+            f"the server at {url} sent no challenge within {wait_timeout:.0f} s"
+        )
     if failure:
         sio.disconnect()
         raise failure[0]

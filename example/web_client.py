@@ -1,8 +1,10 @@
 """A web client: the original project's WebClient, with the token MetaPuppet now requires.
 
-It connects to a running MetaPuppet server with the ``web`` role, announces itself with the
-original ``SOCKET_INFO`` / ``CONNECTED`` envelope, prints every ``message`` the server sends
-it, and subscribes to the bot's messages, printing each as it arrives::
+It connects to a running MetaPuppet server with the ``web`` role (``connect_sync`` runs the
+handshake in which the server and the client both prove they hold the token; the token
+itself is never sent), announces itself with the original ``SOCKET_INFO`` / ``CONNECTED``
+envelope, prints every ``message`` the server sends it, and subscribes to the bot's
+messages, printing each as it arrives::
 
     python example/web_client.py                      # url and token from config.json
     python example/web_client.py --url http://127.0.0.1:8080 --token "$METAPUPPET_WEB_TOKEN"
@@ -20,7 +22,9 @@ from typing import Any
 
 import socketio
 
-from MetaPuppet import PROTOCOL_VERSION, load_config
+from MetaPuppet import load_config
+from MetaPuppet.errors import AuthenticationError
+from MetaPuppet.web_client import connect_sync
 
 
 class WebClient:
@@ -31,20 +35,15 @@ class WebClient:
         self.token = token
         self.sender = sender
         self.sio = socketio.Client(reconnection=True)
-        self.sio.on("connect", self.on_connect)
         self.sio.on("disconnect", self.on_disconnect)
         self.sio.on("message", self.on_message)
         self.sio.on("events", self.on_events)
 
     def connect(self) -> None:
-        self.sio.connect(
-            self.url,
-            auth={"token": self.token, "role": "web", "protocol": PROTOCOL_VERSION},
-            transports=["websocket"],
-            wait_timeout=10,
-        )
+        connect_sync(self.url, self.token, client=self.sio, on_authenticated=self.on_connect)
 
-    def on_connect(self) -> None:
+    def on_connect(self, answer: dict[str, Any]) -> None:
+        """After every handshake (reconnections too): announce, then subscribe."""
         print(f"connected to {self.url}", flush=True)
         self.send({"sender": self.sender, "type": "SOCKET_INFO", "text": "CONNECTED"})
         # background: the subscription's answer arrives on the socket's own thread
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     client = WebClient(url, token)
     try:
         client.connect()
-    except socketio.exceptions.ConnectionError as exc:
+    except (AuthenticationError, socketio.exceptions.ConnectionError) as exc:
         print(f"cannot connect to {url}: {exc}", file=sys.stderr)
         return 1
     try:

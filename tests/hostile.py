@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RawWebSocket", "ServerProcess", "mib"]
+__all__ = ["RawWebSocket", "ServerProcess", "mib", "raw_handshake"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,8 +124,12 @@ class RawWebSocket:
         self.writer = writer
 
     @classmethod
-    async def open(cls, port: int, path: str = "/socket.io/?EIO=4&transport=websocket",
-                   headers: dict[str, str] | None = None) -> RawWebSocket:
+    async def open(
+        cls,
+        port: int,
+        path: str = "/socket.io/?EIO=4&transport=websocket",
+        headers: dict[str, str] | None = None,
+    ) -> RawWebSocket:
         reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**24)
         key = base64.b64encode(os.urandom(16)).decode()
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
@@ -196,6 +200,34 @@ class RawWebSocket:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.writer.close()
+
+
+async def raw_handshake(
+    send: Any, recv: Any, token: str, role: str = "web", bot: str | None = None
+) -> dict[str, Any]:
+    """The client's side of the handshake over raw Engine.IO frames (``send(text)``,
+    ``recv() -> text``, after the open packet); returns the server's answer."""
+    from MetaPuppet import protocol
+
+    payload = protocol.auth_payload(token, role, bot=bot)  # type: ignore[arg-type]
+    await send("40" + json.dumps(payload))
+    answer = await recv()
+    if not answer.startswith("40"):
+        raise ConnectionRefusedError(answer)
+    while not (message := await recv()).startswith('42["challenge"'):
+        pass
+    challenge = protocol.parse_challenge(json.loads(message[2:])[1])
+    handshake = protocol.Handshake(role, bot, payload["nonce"], challenge.nonce)
+    if not protocol.proof_matches(protocol.server_proof(token, handshake), challenge.proof):
+        raise ConnectionRefusedError("the server could not prove it holds the token")
+    proof = protocol.client_proof(token, handshake)
+    await send('429["authenticate",' + json.dumps({"proof": proof}) + "]")
+    while not (message := await recv()).startswith("439"):
+        pass
+    result: dict[str, Any] = json.loads(message[3:])[0]
+    if result.get("ok") is not True:
+        raise ConnectionRefusedError(str(result))
+    return result
 
 
 # --------------------------------------------------------------------------- the server

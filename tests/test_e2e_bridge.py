@@ -18,8 +18,9 @@ from MetaPuppet import (
     SnippetTimeout,
     TestBot,
 )
-from MetaPuppet.protocol import PROTOCOL_VERSION
+from MetaPuppet.protocol import PROTOCOL_VERSION, auth_payload
 from MetaPuppet.testing import mock_wechat
+from MetaPuppet.web_client import connect
 
 pytestmark = pytest.mark.e2e
 
@@ -155,20 +156,26 @@ async def _connect(url: str, auth: dict | None) -> socketio.AsyncClient:
 
 async def test_wrong_or_missing_token_is_refused_with_a_reason(wx):
     url = wx.server.url
-    auth = {"token": "wrong", "role": "web", "protocol": PROTOCOL_VERSION}
     with pytest.raises(socketio.exceptions.ConnectionError, match="invalid token"):
-        await _connect(url, auth)
+        await _connect(url, auth_payload("wrong", "web"))
     with pytest.raises(socketio.exceptions.ConnectionError, match="missing auth"):
         await _connect(url, None)
-    good = {"token": wx.server.token, "role": "web", "protocol": 99}
+    newer = {**auth_payload(wx.server.token, "web"), "protocol": 99}
     with pytest.raises(
-        socketio.exceptions.ConnectionError, match="client speaks 99.*server speaks 1"
+        socketio.exceptions.ConnectionError,
+        match=f"client speaks 99.*server speaks {PROTOCOL_VERSION}",
     ):
-        await _connect(url, good)
+        await _connect(url, newer)
+    # a client of protocol 1 sent its token: refused, readably, and told not to
+    older = {"token": wx.server.token, "role": "web", "protocol": 1}
+    with pytest.raises(
+        socketio.exceptions.ConnectionError, match="client speaks 1.*never send the token"
+    ):
+        await _connect(url, older)
 
 
 async def test_a_web_client_cannot_exec_or_send_bot_events(wx):
-    web = await _connect(wx.server.url, {"token": wx.server.token, "role": "web", "protocol": 1})
+    web = await connect(wx.server.url, wx.server.token)
     try:
         answer = await web.call("exec", {"code": "process.exit(1)", "args": {}}, timeout=5)
         assert answer["ok"] is False and answer["error"]["kind"] == "forbidden"

@@ -20,6 +20,7 @@ import socketio
 from MetaPuppet import TestBot
 from MetaPuppet.config import new_token
 from MetaPuppet.testing import NodeClient, mock_wechat
+from MetaPuppet.web_client import connect
 
 from .conftest import free_port
 
@@ -88,11 +89,7 @@ async def test_custom_server_talks_to_web_clients():
         client = socketio.AsyncClient(reconnection=False)
         inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         client.on("message", inbox.put)
-        await client.connect(
-            wx.server.url,
-            auth={"token": wx.server.token, "role": "web", "protocol": 1},
-            transports=["websocket"],
-        )
+        await connect(wx.server.url, wx.server.token, client=client)
         try:
             await client.emit(
                 "message", {"sender": "gui", "type": "SOCKET_INFO", "text": "CONNECTED"}

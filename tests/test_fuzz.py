@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 import socketio
 
-from MetaPuppet import TestBot
+from MetaPuppet import TestBot, protocol
 from MetaPuppet.protocol import BOT_EVENTS
 from MetaPuppet.testing import mock_wechat
+from MetaPuppet.web_client import connect
 
 pytestmark = pytest.mark.e2e
 
@@ -122,6 +123,27 @@ def plausible_event(rng: random.Random) -> dict[str, Any]:
     }
 
 
+def hostile_auth(rng: random.Random, token: str) -> dict[str, Any]:
+    """A connect payload that is nearly right but must be refused: a real key made for
+    another nonce, the key of a wrong token, a mangled nonce or key, odd fields."""
+    good = protocol.auth_payload(token, rng.choice(["web", "puppet"]), bot="fuzzer")
+    other = protocol.auth_payload(token, "web")
+    return rng.choice(
+        [
+            {**good, "key": other["key"]},  # a key made for another nonce
+            {**good, "key": protocol.key_id("not-the-token", good["nonce"])},
+            {**good, "nonce": good["nonce"].upper()},
+            {**good, "nonce": junk(rng)},
+            {**good, "protocol": rng.choice([1, 3, "2", None, 2.0, True])},
+            {**good, "key": good["key"][:-1]},
+            {**good, "role": junk(rng)},
+            {**good, "replace": rng.choice(["yes", 1, [], {}])},
+            {**good, "capabilities": {"channel": junk(rng) or 5, "rooms": "maybe"}},
+            {"token": token, "role": "web", "protocol": 1},  # a client of protocol 1
+        ]
+    )
+
+
 async def test_ten_thousand_hostile_payloads_do_not_hurt_the_server():
     rng = random.Random(SEED)
     async with mock_wechat(TestBot()) as wx:
@@ -132,17 +154,10 @@ async def test_ten_thousand_hostile_payloads_do_not_hurt_the_server():
         puppet = socketio.AsyncClient(reconnection=False)
         puppet.on("exec", lambda data: junk(rng))
         puppet.on("control", lambda data: junk(rng))
-        await puppet.connect(
-            server.url,
-            auth={"token": token, "role": "puppet", "protocol": 1, "bot": "fuzzer"},
-            transports=["websocket"],
-        )
+        puppet.on("echo", lambda data=None: data)
+        await connect(server.url, token, role="puppet", bot="fuzzer", client=puppet)
         web = socketio.AsyncClient(reconnection=False)
-        await web.connect(
-            server.url,
-            auth={"token": token, "role": "web", "protocol": 1},
-            transports=["websocket"],
-        )
+        await connect(server.url, token, client=web)
         sent = 0
         mid = 0
         answered = 0
@@ -162,14 +177,19 @@ async def test_ten_thousand_hostile_payloads_do_not_hurt_the_server():
             for _ in range(5):
                 stranger = socketio.AsyncClient(reconnection=False)
                 auth = rng.choice(
-                    [junk(rng), {"token": junk(rng), "role": junk(rng), "protocol": junk(rng)}]
+                    [
+                        junk(rng),
+                        {"token": junk(rng), "role": junk(rng), "protocol": junk(rng)},
+                        hostile_auth(rng, token),
+                    ]
                 )
                 with pytest.raises(socketio.exceptions.ConnectionError):
                     await stranger.connect(
                         server.url, auth=auth, transports=["websocket"], wait_timeout=5
                     )
                 sent += 1
-            # raw engine.io garbage: not JSON, not even Socket.IO
+            # raw engine.io garbage: not JSON, not even Socket.IO (before authenticating:
+            # past a few KiB the server cuts such a connection, which is the point)
             async with aiohttp.ClientSession() as session:
                 async with session.ws_connect(
                     f"{server.url}/socket.io/?EIO=4&transport=websocket"
@@ -184,28 +204,29 @@ async def test_ten_thousand_hostile_payloads_do_not_hurt_the_server():
                                 "9999",
                                 "42" + "[" * 5000,
                                 "".join(rng.choices(string.printable, k=50)),
+                                '42["authenticate",{"proof":"' + "0" * 64 + '"}]',
                             ]
                         )
-                        await ws.send_str(frame)
+                        if ws.closed:
+                            break
+                        try:
+                            await ws.send_str(frame)
+                        except ConnectionError:
+                            break
                         sent += 1
             if round_number % 10 == 9:
                 await asyncio.sleep(0.2)  # let handlers drain
             if round_number == 19:
                 mid = rss_bytes()  # after warming up: caches, buffers, first allocations
             if not puppet.connected:  # a deliberately broken packet may end a session: come back
-                await puppet.connect(
-                    server.url,
-                    auth={"token": token, "role": "puppet", "protocol": 1, "bot": "fuzzer"},
-                    transports=["websocket"],
-                )
+                await connect(server.url, token, role="puppet", bot="fuzzer", client=puppet)
             if not web.connected:
-                await web.connect(
-                    server.url,
-                    auth={"token": token, "role": "web", "protocol": 1},
-                    transports=["websocket"],
-                )
+                await connect(server.url, token, client=web)
 
         assert sent >= 10_000
+        # unauthenticated connections that sent too much were cut
+        cut = server.transport.guard.stats["over_budget"]
+        assert cut > 0
         assert answered > 100  # calls got error acknowledgements, not silence
         await asyncio.sleep(1.0)
         # still serving: the real bot answers a normal exec and a normal message
@@ -219,6 +240,7 @@ async def test_ten_thousand_hostile_payloads_do_not_hurt_the_server():
         await puppet.disconnect()
         await web.disconnect()
         print(
-            f"\nfuzz: {sent} payloads, {answered} answered with an ack, server alive, "
+            f"\nfuzz: {sent} payloads, {answered} answered with an ack, {cut} connections "
+            "cut before authenticating, server alive, "
             f"RSS growth over the second half {growth / 2**20:.1f} MiB"
         )

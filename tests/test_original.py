@@ -23,8 +23,8 @@ import socketio
 from MetaPuppet import Config, SweetSocketServer, TestBot
 from MetaPuppet.config import new_token
 from MetaPuppet.errors import ConfigError
-from MetaPuppet.protocol import PROTOCOL_VERSION
 from MetaPuppet.testing import mock_wechat
+from MetaPuppet.web_client import connect
 
 from .conftest import free_port
 
@@ -102,8 +102,7 @@ async def _as_puppet(port: int, token: str, text: str) -> str:
         return {"ok": True, "result": None}
 
     client.on("exec", on_exec)
-    auth = {"token": token, "role": "puppet", "protocol": PROTOCOL_VERSION, "bot": "b"}
-    await client.connect(f"http://127.0.0.1:{port}", auth=auth, transports=["websocket"])
+    await connect(f"http://127.0.0.1:{port}", token, role="puppet", bot="b", client=client)
     try:
         payload = {"id": "m1", "type": 7, "text": text, "talkerId": "alice", "self": False}
         envelope = {"id": "e1", "bot": "b", "name": "message", "payload": payload, "ts": 1}

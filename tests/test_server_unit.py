@@ -19,7 +19,7 @@ from MetaPuppet import (
     TestBot,
 )
 from MetaPuppet.errors import ProtocolError
-from MetaPuppet.protocol import parse_auth, parse_event
+from MetaPuppet.protocol import auth_payload, parse_auth, parse_event
 
 from .conftest import FakePuppet, make_event, message_payload, settle
 
@@ -333,16 +333,24 @@ async def test_exec_one_wx_function_sends_the_name_as_data(server_factory):
 
 
 def test_auth_payload_validation_names_the_problem():
+    good = auth_payload("a-token", "puppet", bot="b")
+    assert parse_auth(good).bot == "b"
     with pytest.raises(ProtocolError, match="missing auth"):
         parse_auth(None)
-    with pytest.raises(ProtocolError, match="missing token"):
+    with pytest.raises(ProtocolError, match="missing protocol version"):
         parse_auth({"role": "puppet"})
+    with pytest.raises(ProtocolError, match="the client speaks 1, the server speaks 2"):
+        parse_auth({"token": "t", "role": "web", "protocol": 1})
     with pytest.raises(ProtocolError, match="unknown role"):
-        parse_auth({"token": "t", "role": "admin", "protocol": 1})
-    with pytest.raises(ProtocolError, match="protocol"):
-        parse_auth({"token": "t", "role": "web"})
+        parse_auth({**good, "role": "admin"})
+    with pytest.raises(ProtocolError, match="'nonce' must be 64 hex"):
+        parse_auth({**good, "nonce": "short"})
+    with pytest.raises(ProtocolError, match="'key' must be 64 hex"):
+        parse_auth({**good, "key": None})
     with pytest.raises(ProtocolError, match="name its bot"):
-        parse_auth({"token": "t", "role": "puppet", "protocol": 1})
+        parse_auth({**good, "bot": None})
+    with pytest.raises(ProtocolError, match="'replace'"):
+        parse_auth({**good, "replace": "yes"})
 
 
 def test_event_validation_names_the_problem():

@@ -7,9 +7,10 @@ import json
 import aiohttp
 import socketio
 
-from MetaPuppet.protocol import PROTOCOL_VERSION
+from MetaPuppet.web_client import connect
 
 from .conftest import make_event, message_payload, server_factory  # noqa: F401
+from .hostile import raw_handshake
 from .test_web_unit import MAIN, server, wait_for, web_config  # noqa: F401
 
 
@@ -20,10 +21,7 @@ async def test_compressed_raw_client_and_order(server):
         async with s.ws_connect(url, compress=15) as ws:
             assert ws.compress == 15
             assert (await ws.receive_str()).startswith("0")
-            await ws.send_str(
-                "40" + json.dumps({"token": MAIN, "role": "web", "protocol": PROTOCOL_VERSION})
-            )
-            assert (await ws.receive_str()).startswith("40")
+            await raw_handshake(ws.send_str, ws.receive_str, MAIN)
             await ws.send_str('421["subscribe",null]')
             while not (m := await ws.receive_str()).startswith("431"):
                 pass
@@ -53,11 +51,7 @@ async def test_polling_then_upgrade_client(server):
     client = socketio.AsyncClient(reconnection=False)
     received = []
     client.on("events", lambda batch: received.extend(batch))
-    await client.connect(
-        server.url,
-        auth={"token": MAIN, "role": "web", "protocol": PROTOCOL_VERSION},
-        wait_timeout=5,
-    )
+    await connect(server.url, MAIN, client=client, transports=None, wait_timeout=5)
     try:
         assert (await client.call("subscribe", None, timeout=5))["ok"]
         await asyncio.sleep(0.3)
@@ -79,12 +73,7 @@ async def test_a_frame_right_after_an_engineio_packet_waits_its_turn(server):
     seen = []
     client.on("events", lambda batch: seen.append(("events", batch[0])))
     client.on("note", lambda data: seen.append(("note", data)))
-    await client.connect(
-        server.url,
-        auth={"token": MAIN, "role": "web", "protocol": PROTOCOL_VERSION},
-        transports=["websocket"],
-        wait_timeout=5,
-    )
+    await connect(server.url, MAIN, client=client, wait_timeout=5)
     try:
         sid = client.get_sid("/")
         await asyncio.sleep(0.2)

@@ -15,8 +15,8 @@ import socketio
 
 from MetaPuppet import MessageType, SweetSocketServer
 from MetaPuppet.config import Config, new_token
-from MetaPuppet.protocol import PROTOCOL_VERSION
 from MetaPuppet.testing import mock_wechat
+from MetaPuppet.web_client import connect
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,12 +41,7 @@ class WebClient:
         self.sio.on("events", self.events.extend)
 
     async def connect(self, url: str, token: str) -> WebClient:
-        await self.sio.connect(
-            url,
-            auth={"token": token, "role": "web", "protocol": PROTOCOL_VERSION},
-            transports=["websocket"],
-            wait_timeout=5,
-        )
+        await connect(url, token, client=self.sio, wait_timeout=5)
         return self
 
     def texts(self) -> list[str]:

@@ -12,11 +12,11 @@ import pytest
 import socketio
 
 from MetaPuppet import Config, snippets
-from MetaPuppet.errors import ConfigError
-from MetaPuppet.protocol import PROTOCOL_VERSION
+from MetaPuppet.errors import AuthenticationError, ConfigError
 from MetaPuppet.web.api import ROUTES
 from MetaPuppet.web.errors import ERROR_CODES
 from MetaPuppet.web.filters import EventFilter
+from MetaPuppet.web_client import connect
 
 from .conftest import FakePuppet, make_event, message_payload
 
@@ -105,12 +105,7 @@ async def web_client(
     def on_events(batch: list[dict[str, Any]]) -> None:
         received.extend(batch)
 
-    await client.connect(
-        server.url,
-        auth={"token": token, "role": "web", "protocol": PROTOCOL_VERSION},
-        transports=["websocket"],
-        wait_timeout=5,
-    )
+    await connect(server.url, token, client=client, wait_timeout=5)
     return client, received
 
 
@@ -229,14 +224,9 @@ async def test_events_keep_their_order_in_batches(server):
 
 async def test_tokens_and_permissions_for_web_clients(server):
     # a web token opens the web role only
-    with pytest.raises(socketio.exceptions.ConnectionError):
+    with pytest.raises(AuthenticationError, match="invalid token"):
         probe = socketio.AsyncClient(reconnection=False)
-        await probe.connect(
-            server.url,
-            auth={"token": WEB, "role": "puppet", "protocol": PROTOCOL_VERSION, "bot": "x"},
-            transports=["websocket"],
-            wait_timeout=5,
-        )
+        await connect(server.url, WEB, role="puppet", bot="x", client=probe, wait_timeout=5)
     reader, _ = await web_client(server, READER)
     try:
         ok = await reader.call("action", {"action": "list_contacts"}, timeout=5)
@@ -387,12 +377,7 @@ async def test_on_web_message_handlers_and_emit_to_web(server):
     pushed: list[Any] = []
     client.on("message", messages.append)
     client.on("news", pushed.append)
-    await client.connect(
-        server.url,
-        auth={"token": MAIN, "role": "web", "protocol": 1},
-        transports=["websocket"],
-        wait_timeout=5,
-    )
+    await connect(server.url, MAIN, client=client, wait_timeout=5)
     try:
         await client.emit("message", {"sender": "app", "type": "PING", "text": "hello"})
         await client.emit("message", {"sender": "app", "type": "SYNC"})

@@ -273,6 +273,6 @@ class Authenticator:
                 f"refusing to listen on {host}, which is not loopback, with "
                 f"{', '.join(weak)} shorter than {MIN_EXPOSED_TOKEN_LENGTH} characters: "
                 "anyone who guesses it can drive your bot. Use `metapuppet init` (or "
-                "`python -c \"import secrets; print(secrets.token_urlsafe(32))\"`) for "
+                '`python -c "import secrets; print(secrets.token_urlsafe(32))"`) for '
                 "strong tokens, or bind 127.0.0.1."
             )

@@ -415,6 +415,4 @@ class ConnectionGuard:
 
 def _envelope(status: int, error: str, message: str) -> web.Response:
     body = {"code": status, "error": error, "message": message}
-    return web.Response(
-        status=status, text=json.dumps(body), content_type="application/json"
-    )
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json")

@@ -213,9 +213,7 @@ class SocketTransport:
         self.handshakes = Handshakes(authenticator)
         #: False while stopping: new connections and events are turned away
         self.accepting = False
-        self.guard = ConnectionGuard(
-            limits, alive=self._eio_alive, close_polling=self._close_eio
-        )
+        self.guard = ConnectionGuard(limits, alive=self._eio_alive, close_polling=self._close_eio)
         self.sio = _SocketIOServer(
             async_mode="aiohttp",
             max_http_buffer_size=limits.max_message_bytes,
