@@ -192,10 +192,10 @@ class RawWebSocket:
         try:
             while True:
                 await self.recv(timeout)
+        except TimeoutError:  # before OSError: TimeoutError is one
+            return False
         except (ConnectionError, asyncio.IncompleteReadError, OSError):
             return True
-        except TimeoutError:
-            return False
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -31,6 +31,7 @@ ERROR_CODES: dict[str, int] = {
     "bot_error": 502,
     "bot_not_connected": 503,
     "bot_timeout": 504,
+    "host_not_allowed": 421,
 }
 
 #: One line per code, for docs/web.md and the OpenAPI document.
@@ -49,6 +50,8 @@ ERROR_DESCRIPTIONS: dict[str, str] = {
     "bot_error": "The bot (the Node side) failed to carry out the call.",
     "bot_not_connected": "No puppet for the requested bot is connected.",
     "bot_timeout": "The bot did not answer in time.",
+    "host_not_allowed": "The `Host` header names no name of this server (a DNS rebinding "
+    "attempt, or a name missing from `server.allowed_hosts`).",
 }
 
 

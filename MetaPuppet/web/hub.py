@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
 from ..presence import ClientInfo
-from ..protocol import ROLE_WEB, BotEvent
+from ..protocol import HANDSHAKE_EVENTS, ROLE_WEB, BotEvent
 from ..transport.auth import PERM_READ, Grant
 from ..transport.sio import WEB_ROOM, SocketTransport
 from .actions import ACTIONS, run_action
@@ -42,6 +42,7 @@ from .host import WebHost
 
 __all__ = [
     "DEFAULT_FLUSH_MS",
+    "DEFAULT_MAX_BODY_BYTES",
     "EV_ACTION",
     "EV_EVENTS",
     "EV_SUBSCRIBE",
@@ -66,8 +67,10 @@ EV_UNSUBSCRIBE: Final = "unsubscribe"
 EV_ACTION: Final = "action"
 RESERVED_EVENTS: Final = frozenset(
     {"connect", "connect_error", "disconnect", EV_EVENTS, "presence", "exec", "event"}
+    | HANDSHAKE_EVENTS
 )
 DEFAULT_FLUSH_MS: Final = 50
+DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 FEED_SIZE: Final = 200
 MAX_SUBSCRIPTIONS: Final = 32
 STREAM_QUEUE: Final = 256
@@ -140,6 +143,8 @@ class WebHub:
         section = host.config.raw.get("web") or {}
         self.flush_interval = max(0.0, float(section.get("flush_ms", DEFAULT_FLUSH_MS)) / 1000)
         self.dashboard_enabled = bool(section.get("dashboard", True))
+        #: REST request bodies larger than this are refused (413) before they are read
+        self.max_body_bytes = int(section.get("max_body_bytes") or DEFAULT_MAX_BODY_BYTES)
         self.feed: deque[dict[str, Any]] = deque(maxlen=FEED_SIZE)
         self.bot_states: dict[str, BotState] = {}
         self.sessions: dict[str, WebSession] = {}
