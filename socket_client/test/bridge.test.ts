@@ -16,6 +16,9 @@ import { mockCapabilities } from '../src/capabilities.js'
 import { silentLogger } from '../src/log.js'
 import { Outbox } from '../src/outbox.js'
 import type { EventEnvelope } from '../src/protocol.js'
+import { format } from 'node:util'
+import { clientProof, keyId, proofMatches, serverProof } from '../src/protocol.js'
+import { serveHandshake, type HandshakeOptions, type HandshakeServer } from './handshake-server.js'
 import { sleep } from './helpers.js'
 
 interface Harness {
@@ -27,8 +30,10 @@ interface Harness {
   received: EventEnvelope[]
   /** What the server answers to an event; default {ok: true}; undefined = no answer. */
   answer: (envelope: EventEnvelope, socket: ServerSocket) => unknown
-  /** Middleware verdict per connection attempt; default accepts the "good" token. */
+  /** Another verdict per connection attempt (the key of the "good" token is checked too); default admits. */
   admit: (auth: Record<string, unknown>, attempt: number) => string | null
+  /** The server's side of the handshake. */
+  handshake: HandshakeServer
   close(): Promise<void>
 }
 
@@ -37,7 +42,7 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup()
 })
 
-async function startServer(): Promise<Harness> {
+async function startServer(options: Partial<HandshakeOptions> = {}): Promise<Harness> {
   const http = createServer()
   const io = new Server(http)
   const harness: Harness = {
@@ -46,16 +51,17 @@ async function startServer(): Promise<Harness> {
     sockets: [],
     received: [],
     answer: () => ({ ok: true }),
-    admit: (auth) => (auth.token === 'good' ? null : 'invalid token'),
+    admit: () => null,
+    handshake: undefined as unknown as HandshakeServer,
     close: async () => {
       io.close()
       await new Promise((resolve) => http.close(resolve))
     },
   }
-  let attempts = 0
-  io.use((socket, next) => {
-    const refusal = harness.admit(socket.handshake.auth, ++attempts)
-    next(refusal === null ? undefined : new Error(refusal))
+  harness.handshake = serveHandshake(io, {
+    token: 'good',
+    admit: (auth, attempt) => harness.admit(auth, attempt),
+    ...options,
   })
   io.on('connection', (socket) => {
     harness.sockets.push(socket)
@@ -109,8 +115,12 @@ describe('Bridge', () => {
     const bridge = startBridge(server.url)
     bridge.start()
     await until(() => server.sockets.length === 1, 'a connection')
+    await until(() => bridge.connected, 'the handshake')
     const socket = server.sockets[0]!
-    assert.deepEqual(socket.handshake.auth, { token: 'good', role: 'puppet', protocol: 1, bot: 'bridge-bot' })
+    const auth = socket.handshake.auth as Record<string, unknown>
+    assert.deepEqual(Object.keys(auth).sort(), ['bot', 'key', 'nonce', 'protocol', 'role'])
+    assert.deepEqual([auth.role, auth.protocol, auth.bot], ['puppet', 2, 'bridge-bot'])
+    assert.equal(auth.key, keyId('good', auth.nonce as string), 'a key derived from the token, never the token')
     assert.deepEqual(await socket.timeout(2000).emitWithAck('exec', { code: 'return args.x + 1', args: { x: 41 } }), {
       ok: true,
       result: 42,
@@ -130,7 +140,7 @@ describe('Bridge', () => {
     const bridge = startBridge(server.url, { capabilities })
     bridge.start()
     await until(() => server.sockets.length === 1, 'a connection')
-    assert.deepEqual(server.sockets[0]!.handshake.auth, { token: 'good', role: 'puppet', protocol: 1, bot: 'bridge-bot', capabilities })
+    assert.deepEqual(server.sockets[0]!.handshake.auth.capabilities, capabilities)
   })
 
   it('sends events queued while offline, in order, once connected', async () => {
@@ -223,6 +233,90 @@ describe('Bridge', () => {
     await sleep(150)
     assert.equal(bridge.connected, false)
     assert.equal(bridge.outbox.size, 1)
+  })
+})
+
+describe('Bridge handshake', () => {
+  it('computes the same keys and proofs as the Python side (fixed vectors)', () => {
+    const a = 'a'.repeat(64)
+    const b = 'b'.repeat(64)
+    assert.equal(keyId('tok', a), '03926fb3b46ad2d31a67e86a69297808246db625e84a3e197fd7e09e96fcfc18')
+    const h = { role: 'puppet' as const, bot: 'bot-é', clientNonce: a, serverNonce: b, replace: true }
+    assert.equal(serverProof('tok', h), '916d491bcd43895d286d12a6a26bd7c30a061427d2c055f5d4314f7cc05b492b')
+    assert.equal(clientProof('tok', h), '58211b1215072881404e716f07a2d6f9ef6a692f0c61cf0ed222832bf4162ffb')
+    const web = { role: 'web' as const, bot: null, clientNonce: a, serverNonce: b, replace: false }
+    assert.equal(serverProof('tok', web), 'b2276139671b43928af86bb9e5f7ad601d4c6bf31ffea8bbe63be792eb12bf1f')
+    assert.equal(proofMatches(keyId('tok', a), keyId('tok', b)), false)
+    assert.equal(proofMatches(keyId('tok', a), 42), false)
+  })
+
+  it('refuses a server that cannot prove it holds the token: no event, no exec, no proof, a log line', async () => {
+    const server = await startServer({ impostor: true })
+    const lines: string[] = []
+    const log = { ...silentLogger, error: (...args: unknown[]) => lines.push(format(...args)) }
+    const bridge = startBridge(server.url, { log, reconnectDelayMs: 20, reconnectDelayMaxMs: 40 })
+    bridge.send(envelope(1))
+    bridge.start()
+    await until(() => bridge.stats.impostors >= 2, 'two refusals of the impostor')
+    const socket = server.sockets.at(-1)!
+    const answer = await socket.timeout(2000).emitWithAck('exec', { code: 'return 1' }).catch(() => 'no answer')
+    assert.ok(answer === 'no answer' || (answer as { ok: boolean }).ok === false)
+    assert.equal(server.received.length, 0, 'no event reached the impostor')
+    assert.equal(server.handshake.proofs.length, 0, 'no proof either (it would not help it, but still)')
+    assert.equal(bridge.connected, false)
+    assert.equal(bridge.outbox.size, 1, 'the event waits for the real server')
+    assert.match(lines[0] ?? '', /could not prove it holds the token: refusing to talk to it/)
+  })
+
+  it('refuses a server whose proof was made with another token (a server of another deployment)', async () => {
+    const server = await startServer({ impostor: 'some-other-token' })
+    const bridge = startBridge(server.url)
+    bridge.start()
+    await until(() => bridge.stats.impostors >= 1, 'the refusal')
+    assert.equal(server.handshake.proofs.length, 0)
+  })
+
+  it('runs nothing the server asks before the handshake is over', async () => {
+    const server = await startServer({ silent: true })
+    const bridge = startBridge(server.url, { handshakeTimeoutMs: 5_000 })
+    bridge.start()
+    await until(() => server.sockets.length === 1, 'a Socket.IO connection')
+    const socket = server.sockets[0]!
+    const exec = await socket.timeout(2000).emitWithAck('exec', { code: 'return 1' })
+    assert.deepEqual([exec.ok, exec.error.name], [false, 'Unauthenticated'])
+    const control = await socket.timeout(2000).emitWithAck('control', { action: 'restart-bot' })
+    assert.equal(control.ok, false)
+    const echo = await socket.timeout(2000).emitWithAck('echo', { a: 1 })
+    assert.equal(echo.ok, false)
+    assert.equal(bridge.connected, false)
+  })
+
+  it('gives up on a server that sends no challenge and tries again later', async () => {
+    const server = await startServer({ silent: true })
+    const bridge = startBridge(server.url, { handshakeTimeoutMs: 50 })
+    bridge.start()
+    await until(() => server.handshake.attempts() >= 2, 'a second attempt')
+    assert.equal(bridge.connected, false)
+  })
+
+  it('keeps retrying while the server says another client has the bot, and sends replace when asked', async () => {
+    let taken = 2
+    const server = await startServer({
+      answer: (socket) =>
+        taken-- > 0
+          ? { ok: false, error: { kind: 'bot_taken', name: 'ProtocolError', message: "bot 'bridge-bot' is already connected" } }
+          : { ok: true, role: 'puppet', bot: String(socket.handshake.auth.bot) },
+    })
+    const bridge = startBridge(server.url)
+    bridge.start()
+    await until(() => bridge.connected, 'a connection once the bot is free')
+    assert.equal(server.handshake.attempts(), 3)
+    assert.equal(server.sockets[0]!.handshake.auth.replace, undefined)
+
+    const replacing = startBridge(server.url, { replaceExisting: true })
+    replacing.start()
+    await until(() => replacing.connected, 'the second client')
+    assert.equal(server.sockets.at(-1)!.handshake.auth.replace, true)
   })
 })
 

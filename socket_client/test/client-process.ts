@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Server, type Socket as ServerSocket } from 'socket.io'
 import type { EventEnvelope } from '../src/protocol.js'
+import { serveHandshake } from './handshake-server.js'
 import { sleep } from './helpers.js'
 
 export const clientDir = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -22,9 +23,10 @@ export interface StandIn {
   close(): Promise<void>
 }
 
-export async function standInServer(): Promise<StandIn> {
+export async function standInServer(token = 'e2e-token-0123456789'): Promise<StandIn> {
   const http = createServer()
   const io = new Server(http)
+  serveHandshake(io, { token })
   const envelopes: EventEnvelope[] = []
   const sockets: ServerSocket[] = []
   io.on('connection', (socket) => {

@@ -14,6 +14,7 @@ import { after, it } from 'node:test'
 import { fileURLToPath } from 'node:url'
 import { Server, type Socket as ServerSocket } from 'socket.io'
 import type { EventEnvelope } from '../src/protocol.js'
+import { serveHandshake } from './handshake-server.js'
 import { sleep } from './helpers.js'
 
 const clientDir = join(dirname(fileURLToPath(import.meta.url)), '..')
@@ -62,6 +63,7 @@ const exited = (child: ChildProcess): Promise<number | string | null> =>
 it('survives SIGKILL with unacknowledged events, reports liveness, restarts its bot, stops on SIGTERM', { timeout: 120_000 }, async () => {
   const http = createServer()
   const io = new Server(http)
+  serveHandshake(io, { token: 'e2e-token-0123456789' })
   cleanups.push(() => new Promise((resolve) => { io.close(); http.close(resolve) }))
   const received: Received[] = []
   let acking = false

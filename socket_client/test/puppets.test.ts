@@ -42,7 +42,7 @@ async function freePort(): Promise<number> {
 const mode = (path: string): number => statSync(path).mode & 0o777
 
 it('wechaty-puppet-service end to end: a message each way, the cache under data_dir, a wrong token redacted', { timeout: 120_000 }, async () => {
-  const standIn = await standInServer()
+  const standIn = await standInServer('service-test-server-token-0123')
   cleanups.push(() => standIn.close())
 
   // The hosted puppet: the mock, served over plain gRPC on loopback.
@@ -125,7 +125,7 @@ it('wechaty-puppet-service end to end: a message each way, the cache under data_
 })
 
 it('wechat4u that cannot reach WeChat backs off, reports one state, and stops on SIGTERM', { timeout: 90_000 }, async () => {
-  const standIn = await standInServer()
+  const standIn = await standInServer('w4u-test-server-token-0123456')
   cleanups.push(() => standIn.close())
   const closed = await freePort() // nothing listens here: every request wechat4u makes is refused
   const configPath = join(dir, 'w4u.json')
