@@ -15,7 +15,9 @@ import pytest
 
 from MetaPuppet import Config, PuppetDisconnected, RobotBase, SweetSocketServer
 from MetaPuppet.config import new_token
+from MetaPuppet.errors import AuthenticationError
 from MetaPuppet.testing import mock_wechat
+from MetaPuppet.web_client import connect
 
 pytestmark = pytest.mark.e2e
 
@@ -232,8 +234,6 @@ async def test_a_silent_wechaty_is_reported_stalled_and_restarted():
 
 
 async def test_wrong_role_and_wrong_token_are_refused_and_tokens_never_logged(caplog):
-    import socketio
-
     puppet_token, web_token = new_token(), new_token()
     config = Config()
     config.raw["server"]["puppet_token"] = puppet_token
@@ -243,29 +243,26 @@ async def test_wrong_role_and_wrong_token_are_refused_and_tokens_never_logged(ca
     async with mock_wechat(server=server, bots=[]) as wx:
         reasons = []
 
-        async def attempt(auth):
-            client = socketio.AsyncClient(reconnection=False)
-            client.on("connect_error", lambda data: reasons.append(str(data)))
+        async def attempt(token, role, bot=None):
             try:
-                await client.connect(
-                    wx.server.url, auth=auth, transports=["websocket"], wait_timeout=5
-                )
-            except socketio.exceptions.ConnectionError:
+                client = await connect(wx.server.url, token, role=role, bot=bot, wait_timeout=5)
+            except AuthenticationError as exc:
+                reasons.append(str(exc))
                 return False
             await client.disconnect()
             return True
 
         # the web token does not open the puppet role, nor the puppet token the web role
-        assert not await attempt({"token": web_token, "role": "puppet", "protocol": 1, "bot": "x"})
-        assert not await attempt({"token": puppet_token, "role": "web", "protocol": 1})
-        assert await attempt({"token": web_token, "role": "web", "protocol": 1})
-        assert await attempt({"token": puppet_token, "role": "puppet", "protocol": 1, "bot": "y"})
-        assert all("invalid token" in r for r in reasons)
+        assert not await attempt(web_token, "puppet", "x")
+        assert not await attempt(puppet_token, "web")
+        assert await attempt(web_token, "web")
+        assert await attempt(puppet_token, "puppet", "y")
+        assert reasons and all("invalid token" in r for r in reasons)
 
         # repeated failures from one address are slowed down
         started = time.monotonic()
         for _ in range(8):
-            await attempt({"token": "guess", "role": "web", "protocol": 1})
+            await attempt("guess", "web")
         assert time.monotonic() - started > 0.5
     for secret in (puppet_token, web_token, server.token, "guess"):
         assert not any(secret in record.getMessage() for record in caplog.records)
