@@ -25,6 +25,7 @@ from aiohttp import web
 
 from .actions import run_action
 from .auth import PERM_ACCEPT, PERM_READ, PERM_SEND, describe
+from .body import read_json_body
 from .errors import WebError
 from .filters import EventFilter
 from .openapi import build
@@ -39,7 +40,6 @@ __all__ = [
     "CONTENT_SECURITY_POLICY",
     "GRANT",
     "KEEPALIVE_S",
-    "MAX_JSON_DEPTH",
     "ROUTES",
     "STATIC_DIR",
     "accept_friendship",
@@ -63,8 +63,6 @@ log = logging.getLogger("MetaPuppet.web")
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
 KEEPALIVE_S: Final = 15.0
-#: JSON bodies may nest lists and objects this deep (the API's own bodies need 3)
-MAX_JSON_DEPTH: Final = 32
 CONTENT_SECURITY_POLICY: Final = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
@@ -94,57 +92,6 @@ def _query(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
             "invalid_request", f"unknown query parameter {unknown[0]!r} (expected: {expected})"
         )
     return {key: request.query[key] for key in allowed if key in request.query}
-
-
-async def _body(hub: WebHub, request: web.Request, *, optional: bool = False) -> dict[str, Any]:
-    """The JSON object in the body: at most ``web.max_body_bytes`` (refused from its
-    ``Content-Length`` before anything is read, else as soon as it passes the cap) and at
-    most :data:`MAX_JSON_DEPTH` levels deep."""
-    cap = hub.max_body_bytes
-    length = request.content_length
-    if length is not None and length > cap:
-        raise WebError(
-            "payload_too_large",
-            f"the body is {length} bytes; this server takes at most {cap} (web.max_body_bytes)",
-        )
-    chunks, size = [], 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > cap:
-            raise WebError(
-                "payload_too_large", f"the body is over {cap} bytes (web.max_body_bytes)"
-            )
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    if optional and not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise WebError("invalid_json", "the body must be a JSON object") from None
-    except RecursionError:
-        data = None
-    if data is None or _deeper_than(data, MAX_JSON_DEPTH):
-        raise WebError("invalid_json", f"the body is nested more than {MAX_JSON_DEPTH} levels")
-    if not isinstance(data, dict):
-        raise WebError("invalid_json", "the body must be a JSON object, not " + type(data).__name__)
-    return data
-
-
-def _deeper_than(data: Any, limit: int) -> bool:
-    """Whether ``data`` nests lists and objects more than ``limit`` levels (no recursion)."""
-    level: list[Any] = [data]
-    for _ in range(limit):
-        level = [
-            child
-            for item in level
-            if isinstance(item, dict | list)
-            for child in (item.values() if isinstance(item, dict) else item)
-            if isinstance(child, dict | list)
-        ]
-        if not level:
-            return False
-    return True
 
 
 def _limit(value: str | None) -> int:
@@ -220,7 +167,7 @@ async def list_room_members(hub: WebHub, request: web.Request) -> web.StreamResp
 
 async def send(hub: WebHub, request: web.Request) -> web.StreamResponse:
     _query(request, ())
-    body = await _body(hub, request)
+    body = await read_json_body(request, hub.max_body_bytes)
     has_text, has_file = "text" in body, "file" in body
     if has_text == has_file:
         raise WebError("invalid_request", "give exactly one of 'text' and 'file'")
@@ -229,7 +176,7 @@ async def send(hub: WebHub, request: web.Request) -> web.StreamResponse:
 
 async def accept_friendship(hub: WebHub, request: web.Request) -> web.StreamResponse:
     _query(request, ())
-    body = await _body(hub, request, optional=True)
+    body = await read_json_body(request, hub.max_body_bytes, optional=True)
     params = {**body, "id": request.match_info["friendship"]}
     if set(body) - {"bot"}:
         raise WebError("invalid_request", "the body may only hold 'bot'")
