@@ -85,7 +85,7 @@ async def run_clients(
     all_ready = asyncio.Event()
     done = asyncio.Event()
     finished = 0
-    auth = json.dumps({"token": token, "role": "web", "protocol": 1})
+    from MetaPuppet import protocol
     ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
 
     async def one(index: int, session: aiohttp.ClientSession) -> None:
@@ -93,9 +93,24 @@ async def run_clients(
         async with session.ws_connect(ws_url, max_msg_size=0, autoping=True) as ws:
             opening = await ws.receive_str()  # Engine.IO open: 0{...}
             assert opening.startswith("0"), opening
-            await ws.send_str("40" + auth)  # Socket.IO connect with auth
+            # the handshake, by hand: connect with a nonce and a key, check the server's
+            # challenge, answer with our proof (MetaPuppet.web_client does it for programs)
+            auth = protocol.auth_payload(token, "web")
+            await ws.send_str("40" + json.dumps(auth))
             answer = await ws.receive_str()
             if not answer.startswith("40"):
+                raise RuntimeError(f"refused: {answer}")
+            while not (answer := await ws.receive_str()).startswith('42["challenge"'):
+                pass
+            challenge = protocol.parse_challenge(json.loads(answer[2:])[1])
+            shake = protocol.Handshake("web", None, auth["nonce"], challenge.nonce)
+            if not protocol.proof_matches(protocol.server_proof(token, shake), challenge.proof):
+                raise RuntimeError("the server could not prove it holds the token")
+            proof = {"proof": protocol.client_proof(token, shake)}
+            await ws.send_str('420["authenticate",' + json.dumps(proof) + "]")
+            while not (answer := await ws.receive_str()).startswith("430"):
+                pass
+            if '"ok":true' not in answer.replace(" ", ""):
                 raise RuntimeError(f"refused: {answer}")
             await ws.send_str('421["subscribe",{"events":["message"]}]')  # ack id 1
             while True:
@@ -174,6 +189,9 @@ async def run(
     config = Config()
     if flush_ms is not None:
         config.raw["web"] = {"flush_ms": flush_ms}
+    # every client connects at once from one address: more than the default allows to be
+    # authenticating at the same time (server.max_pending_per_address, 64)
+    config.raw["server"]["max_pending_per_address"] = clients + 10
     server = SweetSocketServer(config=config, token=new_token(), port=0, rate_limiter=None)
     total = int(rate * seconds)
     async with mock_wechat(None, server=server, bots=["bench"]) as wx:
