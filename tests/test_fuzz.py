@@ -6,6 +6,7 @@ still serve a normal exec afterwards, and its memory must not grow without bound
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import string
 from typing import Any
@@ -244,3 +245,274 @@ async def test_ten_thousand_hostile_payloads_do_not_hurt_the_server():
             "cut before authenticating, server alive, "
             f"RSS growth over the second half {growth / 2**20:.1f} MiB"
         )
+
+
+# --------------------------------------------------------------------------- the handshake
+
+
+def flip_last(proof: str) -> str:
+    return proof[:-1] + ("1" if proof[-1] == "0" else "0")
+
+
+def near_miss_proofs(rng: random.Random, token: str, handshake: protocol.Handshake) -> list[Any]:
+    """Proofs that are nearly right: for another nonce, role, bot or direction, another
+    token, mangled, or not proofs at all."""
+    other_role = "web" if handshake.role == "puppet" else "puppet"
+    nonces = handshake.transcript()[2:4]
+    wrong = [
+        protocol.client_proof(token, protocol.Handshake(other_role, handshake.bot, *nonces)),
+        protocol.client_proof(token, protocol.Handshake(handshake.role, "other", *nonces)),
+        protocol.client_proof(
+            token,
+            protocol.Handshake(
+                handshake.role, handshake.bot, handshake.client_nonce, protocol.new_nonce()
+            ),
+        ),
+        protocol.client_proof(
+            token,
+            protocol.Handshake(
+                handshake.role,
+                handshake.bot,
+                handshake.client_nonce,
+                handshake.server_nonce,
+                not handshake.replace,
+            ),
+        ),
+        protocol.server_proof(token, handshake),  # the other direction's label
+        protocol.client_proof("not-the-token", handshake),
+        protocol.client_proof(token, handshake).upper(),
+        flip_last(protocol.client_proof(token, handshake)),
+    ]
+    return [{"proof": p} for p in wrong] + [None, {}, {"proof": junk(rng)}, junk(rng), "0" * 64]
+
+
+async def test_the_handshake_holds_against_hostile_clients():
+    """A thousand connects with nearly-right keys and proofs over raw websockets: none
+    authenticates, every refusal is an answer (not a hang), and good clients still get in."""
+    from MetaPuppet import Config, SweetSocketServer
+    from MetaPuppet.config import new_token
+
+    rng = random.Random(SEED + 1)
+    token = new_token()
+    server = SweetSocketServer(config=Config(), token=token, port=0, rate_limiter=None)
+    server.auth_free_failures = 10**9
+    await server.start(host="127.0.0.1", port=0)
+    url = f"{server.url}/socket.io/?EIO=4&transport=websocket"
+    refused_connects = refused_proofs = accepted = replays = 0
+    recorded: list[tuple[str, str]] = []  # (connect payload, proof) of good handshakes
+    try:
+        async with aiohttp.ClientSession() as session:
+            for attempt in range(1000):
+                async with session.ws_connect(url) as ws:
+                    assert (await ws.receive_str()).startswith("0")
+                    role = rng.choice(["web", "puppet"])
+                    good = protocol.auth_payload(
+                        token, role, bot="fz" if role == "puppet" else None
+                    )
+                    replay = recorded and rng.random() < 0.05
+                    hostile = not replay and rng.random() < 0.3
+                    if replay:
+                        payload, _ = rng.choice(recorded)
+                        await ws.send_str("40" + payload)
+                    elif hostile:
+                        await ws.send_str("40" + json.dumps(hostile_auth(rng, token)))
+                    else:
+                        await ws.send_str("40" + json.dumps(good))
+                    reply_message = await ws.receive(timeout=5)
+                    if reply_message.type != aiohttp.WSMsgType.TEXT:
+                        # cut: a hostile payload of more than the budget (junk can be big)
+                        assert hostile, reply_message
+                        refused_connects += 1
+                        continue
+                    answer = reply_message.data
+                    if answer.startswith("44"):
+                        assert hostile or replay, answer
+                        refused_connects += 1
+                        replays += bool(replay)
+                        continue
+                    assert not replay, "a replayed connect must be refused"
+                    assert answer.startswith("40"), answer
+                    message = await asyncio.wait_for(ws.receive_str(), 5)
+                    assert message.startswith('42["challenge"'), message
+                    challenge = protocol.parse_challenge(json.loads(message[2:])[1])
+                    handshake = protocol.Handshake(
+                        role, "fz" if role == "puppet" else None, good["nonce"], challenge.nonce
+                    )
+                    assert protocol.proof_matches(
+                        protocol.server_proof(token, handshake), challenge.proof
+                    ), "the server always proves itself to a client that holds the token"
+                    if rng.random() < 0.1:  # something else first: refused, no harm done
+                        await ws.send_str('421["subscribe",{}]')
+                        assert "forbidden" in await asyncio.wait_for(ws.receive_str(), 5)
+                    genuine = rng.random() < 0.1 and attempt % 7 == 0
+                    if genuine:
+                        data: Any = {"proof": protocol.client_proof(token, handshake)}
+                    else:
+                        data = rng.choice(near_miss_proofs(rng, token, handshake))
+                    sent_frame = "422" + json.dumps(["authenticate", data])
+                    await ws.send_str(sent_frame)
+                    while True:
+                        reply_message = await ws.receive(timeout=5)
+                        if reply_message.type != aiohttp.WSMsgType.TEXT:
+                            break
+                        if reply_message.data.startswith("432"):
+                            break
+                    if reply_message.type != aiohttp.WSMsgType.TEXT:
+                        # cut: junk past the budget of a connection not yet authenticated
+                        assert len(sent_frame) > 4000 and not genuine, reply_message
+                        refused_proofs += 1
+                        continue
+                    reply = reply_message.data
+                    result = json.loads(reply[3:])[0]
+                    if genuine:
+                        assert result["ok"] is True, result
+                        accepted += 1
+                        recorded.append((json.dumps(good), json.dumps(data)))
+                    else:
+                        assert result["ok"] is False, (data, result)
+                        refused_proofs += 1
+        # every refused handshake left; only the genuine ones were ever clients
+        await asyncio.sleep(0.3)
+        assert server.list_clients() == []
+        assert refused_connects > 200 and refused_proofs > 400 and accepted > 0 and replays > 0
+        good_client = await connect(server.url, token)
+        await good_client.disconnect()
+        print(
+            f"\nhandshake fuzz: {refused_connects} connects refused, {refused_proofs} proofs "
+            f"refused, {accepted} genuine handshakes accepted, {replays} replays of them refused"
+        )
+    finally:
+        await server.stop()
+
+
+def test_clients_refuse_every_hostile_challenge():
+    from MetaPuppet.errors import AuthenticationError
+    from MetaPuppet.web_client import Handshaker
+
+    rng = random.Random(SEED + 2)
+    token = "a-client-token-of-enough-length"
+    refused = 0
+    for _ in range(5000):
+        shaker = Handshaker("http://127.0.0.1:1", token, rng.choice(["web", "puppet"]), bot="b")
+        auth = shaker.auth()
+        nonce = protocol.new_nonce()
+        real = protocol.Handshake(shaker.role, shaker.bot, auth["nonce"], nonce)
+        fake_proof = rng.choice(
+            [
+                protocol.client_proof(token, real),  # the client's own label
+                protocol.server_proof("wrong-token", real),
+                protocol.server_proof(token, protocol.Handshake("web", "x", auth["nonce"], nonce)),
+                protocol.server_proof(
+                    token, protocol.Handshake(shaker.role, shaker.bot, nonce, nonce)
+                ),
+                "0" * 64,
+                junk(rng),
+            ]
+        )
+        challenge = rng.choice(
+            [
+                {"nonce": nonce, "proof": fake_proof},
+                junk(rng),
+                {"nonce": junk(rng), "proof": fake_proof},
+            ]
+        )
+        with pytest.raises(AuthenticationError):
+            shaker.answer(challenge)
+        refused += 1
+        # the genuine one is accepted
+        assert shaker.answer({"nonce": nonce, "proof": protocol.server_proof(token, real)})
+    assert refused == 5000
+
+
+async def test_the_node_client_against_a_server_that_fuzzes_its_handshake():
+    """A fake server answers each connect of the real Node client with a hostile challenge;
+    the client must send nothing, run nothing, and get in once a genuine one comes."""
+    from aiohttp import web
+
+    from MetaPuppet.config import new_token
+    from MetaPuppet.testing import NodeClient
+
+    from .conftest import free_port
+
+    rng = random.Random(SEED + 3)
+    token = new_token()
+    sio = socketio.AsyncServer(async_mode="aiohttp", logger=False, engineio_logger=False)
+    app = web.Application()
+    sio.attach(app)
+    seen: dict[str, Any] = {"attempts": 0, "events": [], "proofs": [], "exec_ok": 0}
+    hostile_rounds = 12
+    authenticated = asyncio.Event()
+
+    async def on_connect(sid: str, environ: Any, auth: Any = None) -> None:
+        seen["attempts"] += 1
+        sio.start_background_task(fuzz, sid, auth, seen["attempts"])
+
+    async def fuzz(sid: str, auth: dict[str, Any], attempt: int) -> None:
+        handshake = protocol.Handshake("puppet", auth["bot"], auth["nonce"], protocol.new_nonce())
+        genuine = protocol.server_proof(token, handshake)
+        if attempt <= hostile_rounds:
+            challenge = rng.choice(
+                [
+                    {
+                        "nonce": handshake.server_nonce,
+                        "proof": protocol.client_proof(token, handshake),
+                    },
+                    {
+                        "nonce": handshake.server_nonce,
+                        "proof": protocol.server_proof("x" * 30, handshake),
+                    },
+                    {
+                        "nonce": protocol.new_nonce(),
+                        "proof": genuine,
+                    },  # the proof for another nonce
+                    {"nonce": handshake.server_nonce, "proof": genuine.upper()},
+                    junk(rng),
+                    {"nonce": handshake.server_nonce},
+                ]
+            )
+        else:
+            challenge = {"nonce": handshake.server_nonce, "proof": genuine}
+        await sio.emit("challenge", challenge, to=sid)
+        try:
+            answer = await sio.call("exec", {"code": "return 1"}, to=sid, timeout=1)
+            seen["exec_ok"] += isinstance(answer, dict) and answer.get("ok") is True
+        except Exception:  # noqa: BLE001 - no answer: fine
+            pass
+
+    def on_authenticate(sid: str, data: Any = None) -> dict[str, Any]:
+        seen["proofs"].append(data)
+        seen["events_before"] = len(seen["events"])
+        authenticated.set()
+        return {"ok": True, "role": "puppet", "bot": "fuzzed"}
+
+    sio.on("connect", on_connect)
+    sio.on("authenticate", on_authenticate)
+    sio.on("event", lambda sid, data=None: seen["events"].append(data) or {"ok": True})
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    node = NodeClient(
+        {
+            "server": {"token": token},
+            "client": {
+                "url": f"http://127.0.0.1:{port}",
+                "bot": "fuzzed",
+                "reconnect_delay_ms": 30,
+                "reconnect_delay_max_ms": 60,
+            },
+            "puppet": {"name": "wechaty-puppet-mock"},
+        }
+    )
+    await node.start()
+    try:
+        await asyncio.wait_for(authenticated.wait(), 90)
+        assert seen["attempts"] == hostile_rounds + 1
+        assert len(seen["proofs"]) == 1, "a proof only for the genuine challenge"
+        assert seen["events_before"] == 0, "no event before the server proved itself"
+        assert seen["exec_ok"] <= 1, "code ran only for the server that proved itself"
+        print(f"\nnode handshake fuzz: {hostile_rounds} hostile challenges refused, then in")
+    finally:
+        await node.stop()
+        await runner.cleanup()
+    assert token not in node.log_tail(400)
