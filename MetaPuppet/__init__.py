@@ -27,6 +27,7 @@ from .dialog import (
 from .dispatch import CONTINUE, Invocation, Router, log_calls, throttle
 from .errors import (
     AmbiguousBot,
+    AuthenticationError,
     ConfigError,
     MetaPuppetError,
     NotSupported,
@@ -70,6 +71,7 @@ __all__ = [
     "CONTINUE",
     "PROTOCOL_VERSION",
     "AmbiguousBot",
+    "AuthenticationError",
     "BaseStorage",
     "BotEvent",
     "Capabilities",
