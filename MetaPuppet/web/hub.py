@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
 
+from ..errors import ConfigError
 from ..presence import ClientInfo
 from ..protocol import HANDSHAKE_EVENTS, ROLE_WEB, BotEvent
 from ..transport.auth import PERM_READ, Grant
@@ -144,7 +145,9 @@ class WebHub:
         self.flush_interval = max(0.0, float(section.get("flush_ms", DEFAULT_FLUSH_MS)) / 1000)
         self.dashboard_enabled = bool(section.get("dashboard", True))
         #: REST request bodies larger than this are refused (413) before they are read
-        self.max_body_bytes = int(section.get("max_body_bytes") or DEFAULT_MAX_BODY_BYTES)
+        self.max_body_bytes = section.get("max_body_bytes") or DEFAULT_MAX_BODY_BYTES
+        if isinstance(self.max_body_bytes, bool) or not isinstance(self.max_body_bytes, int):
+            raise ConfigError("web.max_body_bytes must be a whole number of bytes (16 MiB)")
         self.feed: deque[dict[str, Any]] = deque(maxlen=FEED_SIZE)
         self.bot_states: dict[str, BotState] = {}
         self.sessions: dict[str, WebSession] = {}
