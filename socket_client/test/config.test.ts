@@ -85,6 +85,25 @@ describe('config', () => {
     assert.equal(fromEnv.token, 'env-pt')
   })
 
+  it('picks the bot\'s own token first, and reads client.replace_existing', () => {
+    const path = writeConfig('bot-tokens.json', {
+      server: { token: 't', puppet_token: 'pt', bot_tokens: { shop: 'shop-token', other: 'other-token' } },
+      client: { bot: 'shop', replace_existing: true },
+    })
+    const resolved = loadConfig({ argv: ['--config', path], env: {}, cwd: emptyCwd })
+    assert.equal(resolved.token, 'shop-token')
+    assert.equal(resolved.config.client.replace_existing, true)
+    const unlisted = writeConfig('bot-tokens-2.json', { server: { token: 't', bot_tokens: { shop: 'x' } }, client: { bot: 'b' } })
+    const plain = loadConfig({ argv: ['--config', unlisted], env: {}, cwd: emptyCwd })
+    assert.equal(plain.token, 't')
+    assert.equal(plain.config.client.replace_existing, false)
+    const badTokens = writeConfig('bad-bot-tokens.json', { server: { token: 't', bot_tokens: { shop: 42 } } })
+    const error = configError(() => loadConfig({ argv: ['--config', badTokens], env: {}, cwd: emptyCwd }))
+    assert.match(error.message, /server\.bot_tokens\["shop"\]/)
+    const badReplace = writeConfig('bad-replace.json', { server: { token: 't' }, client: { replace_existing: 'yes' } })
+    assert.match(configError(() => loadConfig({ argv: ['--config', badReplace], env: {}, cwd: emptyCwd })).message, /client\.replace_existing must be true or false/)
+  })
+
   it('uses ./config.json when present, defaults otherwise', () => {
     const cwd = mkdtempSync(join(dir, 'cwd-'))
     writeFileSync(join(cwd, 'config.json'), JSON.stringify({ server: { port: 7000, token: 'local' } }))
