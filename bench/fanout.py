@@ -86,6 +86,7 @@ async def run_clients(
     done = asyncio.Event()
     finished = 0
     from MetaPuppet import protocol
+
     ws_url = url.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket"
 
     async def one(index: int, session: aiohttp.ClientSession) -> None:
