@@ -1,10 +1,13 @@
 # One command per job: `make demo`, `make test`, `make check`, `make bench`.
+# `make bench BENCH_ARGS=--sdk` adds python-wechaty 0.10.7 to bench/closed_loop.py.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CLIENT := socket_client
 ARGS ?=
+BENCH_ARGS ?=
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: setup demo test test-python test-node check bench clean
 
@@ -42,6 +45,7 @@ bench: setup
 	$(BIN)/python bench/messages.py
 	$(BIN)/python bench/dialogs.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/closed_loop.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CLIENT)/node_modules .pytest_cache
