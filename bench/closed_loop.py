@@ -20,13 +20,20 @@ starts with 2 warm-up round trips per contact; then either
 The loop is one JavaScript text, ``closed_loop_driver.js``, run inside the Node process
 that holds the mock, so a round trip is timed in Node: from the contact's ``say`` to the
 reply appearing in that contact's chat (the mock's own message event on the listener), and
-the Python side of the bench does no work per message. Systems, each on its own mock:
+the Python side of the bench does no work per message. Each ``say`` is made from a
+macrotask (``setImmediate``), as a message arriving from the network would be; a bot that
+answers in Node could otherwise run the whole loop as one chain of microtasks and starve
+timers and I/O until the window ends. Before each measurement every process of every system
+must be idle (at most 0.1 of a core over 0.2 s, ``settle_s`` says how long that took), so
+no backlog of one measurement runs into the next. Systems, each on its own mock:
 
 - ``metapuppet``: the real Node client on the mock (``MetaPuppet.testing.mock_wechat``), the
   MetaPuppet server in this process, a robot whose routed handler returns the reversed text.
 - ``ceiling``: the same Node client, answered in Node by a ``bot.on('message')`` handler a
   snippet installs (the issue's "mock's own ceiling"). The client still forwards every event
-  to the server (which ignores them), so this ceiling moves when forwarding gets cheaper.
+  (the contact's message and the bot's echo) to the server, which acknowledges and ignores
+  them, and that work shares the Node event loop with the loop: this ceiling rises when
+  forwarding gets cheaper, so read it together with ``bare``.
 - ``bare``: the ceiling without MetaPuppet at all (``mock_peer.mjs ceiling``: Wechaty, the mock
   and the same handler in a plain Node process): what the mock and Wechaty can do.
 - ``sdk`` (``--sdk``): python-wechaty 0.10.7 (the official Python SDK) logged in over gRPC to
@@ -171,6 +178,11 @@ def group_cpu_seconds(pgid: int) -> float:
     return total / tick
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds of this process, or of the process group another pid leads."""
+    return cpu_seconds(pid) if pid == os.getpid() else group_cpu_seconds(pid)
+
+
 def status_kb(pid: int, key: str) -> int | None:
     """A ``kB`` field of /proc/<pid>/status (VmRSS, VmHWM), or None."""
     try:
@@ -206,6 +218,32 @@ def cpu_pressure_us() -> int | None:
         return int(some.rsplit("total=", 1)[1])
     except (OSError, IndexError, ValueError):
         return None
+
+
+async def settle(
+    pids: list[int], *, idle: float = 0.1, step: float = 0.2, timeout: float = 30.0
+) -> float:
+    """Wait until every process in ``pids`` (process groups) uses less than ``idle`` of a core
+    over ``step`` seconds, so that no backlog of the previous measurement runs into the next;
+    returns the seconds waited (``timeout`` at most)."""
+    started = time.perf_counter()
+    while True:
+        before = [process_cpu(pid) for pid in pids]
+        await asyncio.sleep(step)
+        used = [process_cpu(pid) - b for pid, b in zip(pids, before, strict=True)]
+        waited = time.perf_counter() - started
+        if max(used, default=0.0) < idle * step or waited >= timeout:
+            return waited
+
+
+def node_warnings(path: Path, keep: int = 5) -> dict[str, Any]:
+    """How many warning or error lines the Node client logged in the run, and the last few."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return {"count": None, "last": []}
+    bad = [line[:300] for line in lines if " WARN " in line or " ERROR " in line]
+    return {"count": len(bad), "last": bad[-keep:]}
 
 
 def free_port() -> int:
@@ -599,6 +637,7 @@ async def measure(
     scenario: str,
     options: Options,
     serial: int,
+    quiet: list[int],
     profiler: cProfile.Profile | None = None,
 ) -> dict[str, Any]:
     """Warm up, then one measured call of the driver on ``system``; the figures as a dict."""
@@ -613,6 +652,7 @@ async def measure(
     python_pid = system.python_pid
     if python_pid == os.getpid():
         gc.collect()
+    settled = await settle(quiet)
     peak_reset = python_pid is not None and reset_peak_rss(python_pid)
     load_start = os.getloadavg()
     busy0, total0 = machine_jiffies()
@@ -661,6 +701,7 @@ async def measure(
         "python_peak_rss_mb": _mb(status_kb(python_pid, "VmHWM")) if python_pid else None,
         "peak_is_scenario": peak_reset,
         "wall_s": round(wall, 3),
+        "settle_s": round(settled, 2),
         "load_start": [round(x, 2) for x in load_start],
         "load_end": [round(x, 2) for x in load_end],
         "machine_busy": (busy1 - busy0) / max(1, total1 - total0),
@@ -834,6 +875,7 @@ async def run(options: Options) -> dict[str, Any]:
                 finally:
                     if frames is not None:
                         frames.uninstall()
+                    report["meta"]["node_client_warnings"] = node_warnings(bot.node.log_path)
     finally:
         side.cancel()
         with contextlib.suppress(BaseException):
@@ -857,6 +899,11 @@ async def _run_all(
     compared share the machine's state; each figure is the run with the median msgs/s."""
     serial = 0
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    # before each measurement, every process of every system must be idle
+    quiet = sorted(
+        {s.node_pid for s in systems.values()}
+        | {s.python_pid for s in systems.values() if s.python_pid is not None}
+    )
     for _ in range(options.repeat):
         for scenario in options.scenarios:
             for name in SYSTEMS:
@@ -867,7 +914,7 @@ async def _run_all(
                 if name == "ceiling":
                     await bot.exec(CEILING_ON)
                 try:
-                    row = await measure(system, scenario, options, serial)
+                    row = await measure(system, scenario, options, serial, quiet)
                 finally:
                     if name == "ceiling":
                         await bot.exec(CEILING_OFF)
@@ -886,7 +933,7 @@ async def _run_all(
     report["ratios"] = ratios(runs)
     if options.profile and "metapuppet" in systems:
         profiler = cProfile.Profile(time.process_time)  # CPU time: the machine is shared
-        row = await measure(systems["metapuppet"], "k50", options, serial + 1, profiler)
+        row = await measure(systems["metapuppet"], "k50", options, serial + 1, quiet, profiler)
         report["profile"] = {
             "note": (
                 f"an extra K={options.contacts} window under cProfile, CPU time"

@@ -48,19 +48,28 @@ const onMessage = (msg) => {
   waiting.delete(payload.text)
   entry.resolve({ at: entry.at, got: performance.now() })
 }
+let gaveUp = false
 const giveUp = () => {
+  gaveUp = true
   for (const entry of waiting.values()) entry.resolve(null)
   waiting.clear()
 }
-// Register before saying: a bot may answer synchronously.
-const ask = (n, i) => {
+// A contact's message is said from a macrotask, as one arriving from the network would be:
+// a bot answering in Node (the ceilings) could otherwise run the whole loop as one chain of
+// microtasks and starve timers and I/O (the MetaPuppet client's forwarding among them) until
+// the window ends. The burst says all its messages in one macrotask ("at once").
+// The reply is registered before the say: a bot may answer synchronously.
+const say = (n, i, entry) => {
+  if (gaveUp) { entry.resolve(null); return }
   const text = `${prefix}:${tag}:${n}:${i}`
-  const answer = new Promise((resolve) => {
-    waiting.set(reverse(text), { at: performance.now(), resolve })
-  })
+  entry.at = performance.now()
+  waiting.set(reverse(text), entry)
   contacts[n].say(text).to(user)
-  return answer
 }
+const ask = (n, i) => new Promise((resolve) => {
+  setImmediate(() => say(n, i, { at: 0, resolve }))
+})
+const askNow = (n, i) => new Promise((resolve) => say(n, i, { at: 0, resolve }))
 
 for (const contact of contacts) contact.on('message', onMessage)
 const latencies = []
@@ -99,7 +108,7 @@ try {
     timer = setTimeout(giveUp, args.timeout_ms)
     const pending = []
     for (let i = 0; i < args.per; i++) {
-      for (let n = 0; n < contacts.length; n++) pending.push(ask(n, i))
+      for (let n = 0; n < contacts.length; n++) pending.push(askNow(n, i))
     }
     let last = started
     for (const reply of await Promise.all(pending)) {
