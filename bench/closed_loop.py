@@ -270,28 +270,29 @@ class FrameCounter:
 
     def __init__(self, eio: Any) -> None:
         self.eio = eio
-        self.packets: Counter[str] = Counter()
-        self.bytes: Counter[str] = Counter()
+        self.packets: dict[str, int] = {}
+        self.bytes: dict[str, int] = {}
         self._undo: list[Callable[[], None]] = []
 
     def install(self) -> None:
-        # Plain functions handing back the original coroutine: no extra coroutine frame per
-        # packet, only a call, a dict update and a short string search.
+        # Plain functions handing back the original coroutine (no extra coroutine frame per
+        # packet) and plain dicts: about a microsecond per packet.
         eio, packets, sizes = self.eio, self.packets, self.bytes
         original_send = eio.send
         original_trigger = eio._trigger_event
 
         def send(sid: str, data: Any) -> Awaitable[Any]:
             kind = "out:" + packet_kind(data)
-            packets[kind] += 1
-            sizes[kind] += len(data)
+            packets[kind] = packets.get(kind, 0) + 1
+            sizes[kind] = sizes.get(kind, 0) + len(data)
             return original_send(sid, data)  # type: ignore[no-any-return]
 
         def trigger(event: str, *args: Any, **kwargs: Any) -> Awaitable[Any]:
             if event == "message" and len(args) == 2:
-                kind = "in:" + packet_kind(args[1])
-                packets[kind] += 1
-                sizes[kind] += len(args[1])
+                data = args[1]
+                kind = "in:" + packet_kind(data)
+                packets[kind] = packets.get(kind, 0) + 1
+                sizes[kind] = sizes.get(kind, 0) + len(data)
             return original_trigger(event, *args, **kwargs)  # type: ignore[no-any-return]
 
         eio.send = send
@@ -311,22 +312,18 @@ class FrameCounter:
         return Counter(self.packets), Counter(self.bytes)
 
 
+_KINDS = {"3": "ack", "5": "binary_event", "6": "binary_ack", "0": "connect", "1": "disconnect"}
+
+
 def packet_kind(data: Any) -> str:
-    """``event:<name>``, ``ack``, ``binary`` ... for one encoded Socket.IO packet."""
-    if not isinstance(data, str):
+    """``event:<name>``, ``ack``, ``binary_event`` ... for one encoded Socket.IO packet."""
+    if type(data) is not str:
         return "attachment"
-    kind = data[:1]
-    if kind == "2":
+    if data[:1] == "2":
         start = data.find('["')
         end = data.find('"', start + 2)
-        return f"event:{data[start + 2 : end]}" if start >= 0 and end > 0 else "event"
-    return {
-        "3": "ack",
-        "5": "binary_event",
-        "6": "binary_ack",
-        "0": "connect",
-        "1": "disconnect",
-    }.get(kind, "other")
+        return "event:" + data[start + 2 : end] if start >= 0 and end > 0 else "event"
+    return _KINDS.get(data[:1], "other")
 
 
 # --------------------------------------------------------------------------- the systems
