@@ -649,7 +649,7 @@ async def measure(
     python_pid = system.python_pid
     if python_pid == os.getpid():
         gc.collect()
-    settled = await settle(quiet)
+    settled = await settle(quiet, step=0.1 if options.quick else 0.2)
     peak_reset = python_pid is not None and reset_peak_rss(python_pid)
     load_start = os.getloadavg()
     busy0, total0 = machine_jiffies()
