@@ -6,7 +6,7 @@
     python bench/closed_loop.py --quick         # a smoke run of a few seconds (CI)
     python bench/closed_loop.py --sdk           # also python-wechaty 0.10.7 over gRPC
     python bench/closed_loop.py --profile       # plus a cProfile of the server at K=50
-    python bench/closed_loop.py --systems metapuppet --seconds 10   # one system only
+    python bench/closed_loop.py --systems metapuppet --scenarios k50 --repeat 3   # an A/B
 
 What is measured. K mocked contacts (wechaty-puppet-mock, in a Node process) each send a
 message to the bot, wait for its reply (the text reversed), send the next. Every scenario
@@ -14,18 +14,24 @@ starts with 2 warm-up round trips per contact; then either
 
 - ``k1`` / ``k50``: a closed loop for ``--seconds`` with K=1 / K=``--contacts``; only replies
   inside the window count (msgs/s = replies in the window / window length), or
-- ``burst``: ``--burst`` messages (2,000) said at once by the K contacts; msgs/s = all of
-  them / (last reply - first send).
+- ``burst``: ``--burst`` messages (2,000) said at once by the K contacts (all queued in the
+  same instant); msgs/s = all of them / (last reply - first send).
+
+Scenarios run in that order in one server process, so its bounded caches (dedupe ids, the
+dashboard's feed) fill as the run goes: the RSS of a later row includes what earlier rows
+left (``python_rss_start_mb`` says where a row started); run one scenario alone for a
+fresh-process figure.
 
 The loop is one JavaScript text, ``closed_loop_driver.js``, run inside the Node process
 that holds the mock, so a round trip is timed in Node: from the contact's ``say`` to the
 reply appearing in that contact's chat (the mock's own message event on the listener), and
 the Python side of the bench does no work per message. Each ``say`` is made from a
-macrotask (``setImmediate``), as a message arriving from the network would be; a bot that
-answers in Node could otherwise run the whole loop as one chain of microtasks and starve
-timers and I/O until the window ends. Before each measurement every process of every system
-must be idle (at most 0.1 of a core over 0.2 s, ``settle_s`` says how long that took), so
-no backlog of one measurement runs into the next. Systems, each on its own mock:
+macrotask of its own (``setImmediate``; the burst queues all of them at the same instant),
+as a message arriving from the network would be; a bot that answers in Node could otherwise
+run the whole loop as one chain of microtasks and starve timers and I/O until it ends.
+Before each measurement every process of every system must be idle (at most 0.1 of a core
+over 0.2 s; ``settle_s`` says how long that took), so no backlog of one measurement runs
+into the next. Systems, each on its own mock:
 
 - ``metapuppet``: the real Node client on the mock (``MetaPuppet.testing.mock_wechat``), the
   MetaPuppet server in this process, a robot whose routed handler returns the reversed text.
@@ -60,11 +66,13 @@ CPU seconds other processes used during the measurement. CPU and frames are divi
 reply the measured call saw (the window plus the at most K replies in flight at its end).
 
 What runs in this process besides the server: one pending ``exec`` (the driver) per
-measurement, the packet counter (two wrapped calls per packet, ``--no-frames`` turns it
-off) and, between measurements, reading the peers' pipes. The test kit's event listener
+measurement, the packet counter (a wrapped call per packet, about 1 us each, some 2 % of
+the server's CPU per message today; ``--no-frames`` turns it off) and, between
+measurements, reading the peers' pipes. The test kit's event listener
 (which keeps every event and every reply) is detached once the bot is up, so it costs the
-server nothing. The machine is usually shared: compare ratios measured in one run; the
-``others`` column says how much other work ran.
+server nothing. The machine is usually shared: compare ratios measured in one run (with
+``--repeat N`` every figure is the run with the median msgs/s and each ratio the median of
+side-by-side runs); the ``others`` column says how much other work ran.
 """
 
 from __future__ import annotations
@@ -651,6 +659,7 @@ async def measure(
         gc.collect()
     settled = await settle(quiet, step=0.1 if options.quick else 0.2)
     peak_reset = python_pid is not None and reset_peak_rss(python_pid)
+    rss_start = status_kb(python_pid, "VmRSS") if python_pid else None
     load_start = os.getloadavg()
     busy0, total0 = machine_jiffies()
     pressure0 = cpu_pressure_us()
@@ -694,6 +703,7 @@ async def measure(
         "node_cpu_ms_per_msg": node_cpu * 1000 / replies if replies else None,
         "python_busy": py_cpu / wall if py_cpu is not None else None,
         "node_busy": node_cpu / wall,
+        "python_rss_start_mb": _mb(rss_start),
         "python_rss_mb": _mb(status_kb(python_pid, "VmRSS")) if python_pid else None,
         "python_peak_rss_mb": _mb(status_kb(python_pid, "VmHWM")) if python_pid else None,
         "peak_is_scenario": peak_reset,

@@ -54,10 +54,10 @@ const giveUp = () => {
   for (const entry of waiting.values()) entry.resolve(null)
   waiting.clear()
 }
-// A contact's message is said from a macrotask, as one arriving from the network would be:
-// a bot answering in Node (the ceilings) could otherwise run the whole loop as one chain of
-// microtasks and starve timers and I/O (the MetaPuppet client's forwarding among them) until
-// the window ends. The burst says all its messages in one macrotask ("at once").
+// Every message is said from a macrotask of its own (setImmediate), as one arriving from the
+// network would be: a bot answering in Node (the ceilings) could otherwise run the whole loop
+// as one chain of microtasks and starve timers and I/O (the MetaPuppet client's forwarding
+// among them) until the window ends. The burst queues all its messages at the same instant.
 // The reply is registered before the say: a bot may answer synchronously.
 const say = (n, i, entry) => {
   if (gaveUp) { entry.resolve(null); return }
@@ -69,7 +69,6 @@ const say = (n, i, entry) => {
 const ask = (n, i) => new Promise((resolve) => {
   setImmediate(() => say(n, i, { at: 0, resolve }))
 })
-const askNow = (n, i) => new Promise((resolve) => say(n, i, { at: 0, resolve }))
 
 for (const contact of contacts) contact.on('message', onMessage)
 const latencies = []
@@ -108,7 +107,7 @@ try {
     timer = setTimeout(giveUp, args.timeout_ms)
     const pending = []
     for (let i = 0; i < args.per; i++) {
-      for (let n = 0; n < contacts.length; n++) pending.push(askNow(n, i))
+      for (let n = 0; n < contacts.length; n++) pending.push(ask(n, i))
     }
     let last = started
     for (const reply of await Promise.all(pending)) {
