@@ -559,6 +559,9 @@ class SdkBot:
     async def start(self, timeout: float) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("WECHATY_", "PYTHON"))}
         env["WECHATY_LOG"] = "warn"  # as quiet as the MetaPuppet side
+        # python-wechaty writes its scheduler's job store (.wechaty/job.db) into the cwd
+        workdir = CACHE / "sdk-run"
+        workdir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "wb") as log:
             self.process = await asyncio.create_subprocess_exec(
                 str(self.python),
@@ -570,6 +573,7 @@ class SdkBot:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,
                 env=env,
+                cwd=workdir,
                 start_new_session=True,
             )
         assert self.process.stdout is not None
