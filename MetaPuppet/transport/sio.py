@@ -20,6 +20,7 @@ from ..errors import ProtocolError, PuppetDisconnected, SnippetTimeout
 from ..presence import ClientInfo, Presence
 from ..protocol import Capabilities
 from .auth import Authenticator
+from .codec import FastPacket
 from .fanout import DirectFanout
 from .link import PuppetLink
 from .registry import PuppetRegistry
@@ -170,6 +171,7 @@ class SocketTransport:
         self.accepting = False
         self.sio = _SocketIOServer(
             async_mode="aiohttp",
+            serializer=FastPacket,
             max_http_buffer_size=max_message_bytes,
             cors_allowed_origins=[],
             logger=False,
