@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._loop import run as run_on_loop
 from .config import (
     MIN_EXPOSED_TOKEN_LENGTH,
     RATE_LIMIT_HELP,
@@ -196,7 +197,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.rate_limit is not None:
         parse_rate_limit(args.rate_limit, where="--rate-limit")  # a bad flag names the flag
         config = config.with_overrides(rate_limit=args.rate_limit)
-    return asyncio.run(_serve(args, config))
+    return run_on_loop(_serve(args, config), config.event_loop)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

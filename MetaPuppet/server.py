@@ -346,7 +346,9 @@ class SocketServerCore(OriginalAPI):
         if self._loop_thread is None:
             # not a daemon: a script whose main thread ends after run() keeps serving, as
             # the original's did, until Ctrl-C, SIGTERM or shutdown()
-            self._loop_thread = LoopThread("metapuppet-server", daemon=False)
+            self._loop_thread = LoopThread(
+                "metapuppet-server", daemon=False, loop=self.config.event_loop
+            )
         self._loop_thread.submit(self.start(host, port)).result(30)
         if threading.current_thread() is threading.main_thread():
             self.install_signal_handlers()

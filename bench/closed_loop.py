@@ -104,6 +104,7 @@ from typing import Any
 from _measure import cpu_seconds, percentile
 
 from MetaPuppet import Message, RobotBase
+from MetaPuppet._loop import run as run_on_loop
 from MetaPuppet.testing import MockWechat, find_client_dir, mock_wechat
 
 __all__ = ["SDK_REQUIREMENTS", "main", "run"]
@@ -618,6 +619,7 @@ class Options:
     sdk_python: str | None = None
     quick: bool = False
     repeat: int = 1
+    event_loop: str = "asyncio"
 
 
 def scenario_args(system: System, scenario: str, options: Options, tag: str) -> dict[str, Any]:
@@ -1099,12 +1101,19 @@ def parse_options(argv: list[str] | None) -> tuple[Options, bool]:
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the server at K=50")
     parser.add_argument("--no-frames", action="store_true", help="do not count Socket.IO packets")
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "asyncio", "uvloop"),
+        default="asyncio",
+        help="the server's event loop (default asyncio; auto: uvloop when installed)",
+    )
     args = parser.parse_args(argv)
     options = Options(
         seconds=args.seconds,
         contacts=args.contacts,
         burst=args.burst,
         frames=not args.no_frames,
+        event_loop=args.loop,
         profile=args.profile,
         sdk_python=args.sdk_python,
         quick=args.quick,
@@ -1133,7 +1142,8 @@ def parse_options(argv: list[str] | None) -> tuple[Options, bool]:
 
 def main(argv: list[str] | None = None) -> int:
     options, as_json = parse_options(argv)
-    report = asyncio.run(run(options))
+    report = run_on_loop(run(options), options.event_loop)
+    report["meta"]["event_loop"] = options.event_loop
     if as_json:
         json.dump(report, sys.stdout, indent=2)
         print()
