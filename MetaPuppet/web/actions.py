@@ -17,7 +17,9 @@ from typing import Any, Final
 from ..errors import (
     AmbiguousBot,
     MetaPuppetError,
+    NotSupported,
     PuppetNotConnected,
+    SendWindowClosed,
     SnippetError,
     SnippetTimeout,
 )
@@ -148,6 +150,10 @@ def translate(exc: Exception) -> WebError:
         return WebError("bot_required", f"{exc}")
     if isinstance(exc, PuppetNotConnected):
         return WebError("bot_not_connected", f"{exc}")
+    if isinstance(exc, NotSupported):
+        return WebError("not_supported", f"{exc}")
+    if isinstance(exc, SendWindowClosed):
+        return WebError("send_window_closed", f"{exc}")
     if isinstance(exc, SnippetTimeout):
         return WebError("bot_timeout", f"{exc}")
     if isinstance(exc, SnippetError):
