@@ -1,4 +1,4 @@
-"""The ``metapuppet`` command: demo, serve, client, doctor, init."""
+"""The ``metapuppet`` command: demo, serve, client, doctor, init, mock."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from .config import (
     write_config,
 )
 from .errors import ConfigError, MetaPuppetError
+from .mockcli import add_mock_parser
 from .protocol import BotEvent
 from .robot import RobotBase
 from .server import SocketServerCore
@@ -471,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(with --force: replace its token)",
     )
     init.set_defaults(func=cmd_init)
+    add_mock_parser(sub)
     return parser
 
 
