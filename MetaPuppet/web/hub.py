@@ -140,11 +140,20 @@ class BotState:
 
 @functools.lru_cache(maxsize=8)
 def qr_data_uri(text: str) -> str:
-    """The QR code of ``text`` as an SVG data URI (drawn here: no internet needed)."""
+    """The QR code of ``text`` as an SVG data URI (drawn here: no internet needed).
+
+    A standalone SVG document (with its ``xmlns``): an ``<img>`` does not render the
+    inline-HTML flavour of SVG.
+    """
+    import io
+
     import segno
 
-    svg = segno.make(text, error="m").svg_inline(scale=6, border=2, dark="#111", light="#fff")
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
+    svg = io.BytesIO()
+    segno.make(text, error="m").save(
+        svg, kind="svg", xmldecl=False, scale=6, border=2, dark="#111", light="#fff"
+    )
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.getvalue()).decode("ascii")
 
 
 class WebHub:

@@ -13,6 +13,7 @@ const MISSING = [
 ];
 
 let shown = ''; // "<bot>/<channel>" of the bot the other panels show
+let drawn = ''; // what the list shows now: redrawn only when it changes (no QR flicker)
 
 export async function loadBots() {
   try {
@@ -77,6 +78,13 @@ function scanBlock(bot) {
 
 function render() {
   const list = $('bots');
+  // heartbeat times change every few seconds but are not shown
+  const now = JSON.stringify(state.bots.map(({ last_heartbeat: h, last_event_at: e, ...shownFields }) => shownFields));
+  if (now === drawn && list.childElementCount > 0) {
+    renderPicker();
+    return;
+  }
+  drawn = now;
   list.replaceChildren();
   if (state.bots.length === 0) {
     list.append(el('li', { class: 'hint', text: 'No bot has connected yet. Start the Node client.' }));
@@ -140,6 +148,7 @@ registerPanel({
   },
   onSignOut() {
     shown = '';
+    drawn = '';
     $('bot-picker').hidden = true;
   },
 });

@@ -145,6 +145,14 @@ async function toggleMembers(button, roomId, list) {
   }
 }
 
+const asked = new Set(); // ids the directory was loaded again for (once each)
+function unknown(entries, id) {
+  if (!id || asked.has(id) || entries.some((e) => e.id === id)) return false;
+  if (asked.size > 5000) asked.clear();
+  asked.add(id);
+  return true;
+}
+
 let timer = null;
 export function scheduleDirectory(ms = 500) {
   clearTimeout(timer);
@@ -161,8 +169,15 @@ registerPanel({
   onBotChanged: loadDirectory,
   onEvent(event) {
     if (['room-join', 'room-leave', 'room-topic', 'friendship', 'login'].includes(event.name)) scheduleDirectory();
-    // a user's message opens a send window, the bot's own uses it up; a new talker appears
-    else if (event.name === 'message' && (sendBudgetRules() || !channelCan('contact_list'))) scheduleDirectory(300);
+    else if (event.name === 'message') {
+      const p = event.payload || {};
+      // a user's message opens a send window, the bot's own uses it up
+      if (sendBudgetRules() || !channelCan('contact_list')) scheduleDirectory(300);
+      // someone (or a room) the list does not have yet: load it again, once per id
+      else if (!p.self && (unknown(directory.contacts, p.talkerId) || unknown(directory.rooms, p.roomId))) {
+        scheduleDirectory();
+      }
+    }
   },
   onSignOut() {
     directory.contacts = [];
