@@ -203,7 +203,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return asyncio.run(run_demo(once=args.once, log_level=args.log_level))
+    return asyncio.run(run_demo(once=args.once, log_level=args.log_level, puppet=args.puppet))
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -434,8 +434,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the offline demo on the mock puppet")
+    demo = sub.add_parser("demo", help="run the offline demo (mock puppet, or ilink + simulator)")
     demo.add_argument("--once", action="store_true", help="play the script once and exit")
+    demo.add_argument(
+        "--puppet",
+        choices=("mock", "ilink"),
+        default="mock",
+        help="mock (default), or ilink: MetaPuppet's puppet for the official WeChat bot API "
+        "against an offline simulator, QR scan included",
+    )
     demo.add_argument("--log-level", default="warn", help="the Node client's log level")
     demo.set_defaults(func=cmd_demo)
 

@@ -90,6 +90,32 @@ def test_demo_once_plays_the_script_and_exits_zero():
     assert time.monotonic() - started < 60
 
 
+def test_demo_on_ilink_scans_the_qr_code_and_plays_the_script():
+    started = time.monotonic()
+    result = metapuppet("demo", "--puppet", "ilink", "--once", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "6/6 steps passed" in out, out
+    qr = out.index("scan it with WeChat to log in:")
+    # the QR code drawn in the terminal (half blocks), then its link, then the phone's steps
+    assert "▀▀▀▀▀▀▀" in out[qr : qr + 4000] and "https://liteapp.weixin.qq.com/q/" in out
+    order = [
+        "scans it with WeChat",
+        "✓ scanned: WeChat asks to confirm",
+        "taps “confirm”",
+        "✓ logged in as",
+        "Alice → bot: Hello bot!",
+        "“typing…” shown while the robot worked",
+        "bot → Alice: [image]",
+        "bot messages left, open until",
+        "refused before anything was sent: the user has not written to the bot yet",
+        "Room.find: NotSupported",
+    ]
+    positions = [out.index(line) for line in order]
+    assert positions == sorted(positions), out
+    assert time.monotonic() - started < 60
+
+
 SLOW_BOT = textwrap.dedent(
     """
     import asyncio
