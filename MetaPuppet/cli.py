@@ -347,7 +347,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         )
     )
     puppet = config.puppet_name
-    if client_dir is not None:
+    if puppet in BUILT_IN_PUPPETS:
+        results.append(_check(True, f"puppet {puppet} (part of the Node client)"))
+    elif client_dir is not None:
         package = "wechaty-puppet-mock" if puppet == "mock" else puppet
         installed = (client_dir / "node_modules" / package / "package.json").is_file()
         results.append(
@@ -361,6 +363,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 SERVICE_PUPPET = "wechaty-puppet-service"
+#: MetaPuppet's own puppets (socket_client/src/puppets/): no package to install
+BUILT_IN_PUPPETS = ("ilink",)
 
 
 def _service_checks(config: Config, env: Mapping[str, str]) -> list[bool]:
