@@ -154,6 +154,11 @@ async def test_a_send_outside_the_window_is_a_named_error_not_an_internal_one(se
     )
     assert (status, body["error"]) == (409, "send_window_closed")
     assert "has not written" in body["message"]
+    # an iLink user id has an '@' but is no room: the channel decides, not the id's shape
+    status, body = await call(
+        server, "POST", "/api/send", json={"to": "bob@im.wechat", "text": "x"}
+    )
+    assert (status, body["error"]) == (409, "send_window_closed"), body
     status, body = await call(server, "GET", "/api/rooms")
     assert (status, body["error"]) == (422, "not_supported")
     assert "'ilink' channel does not support rooms" in body["message"]

@@ -63,6 +63,18 @@ def test_doctor_passes_on_a_good_setup_and_explains_a_weak_token(tmp_path: Path)
     assert "✗ token strength (5 characters)" in weak.stdout and "fix:" in weak.stdout
 
 
+def test_doctor_knows_the_ilink_puppet_is_part_of_the_client(tmp_path: Path):
+    assert metapuppet("init", cwd=tmp_path).returncode == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["server"]["port"] = free_port()
+    config["puppet"] = {"name": "ilink"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    result = metapuppet("doctor", "--config", "config.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "✓ puppet ilink (part of the Node client)" in result.stdout
+    assert "npm install ilink" not in result.stdout
+
+
 def test_serve_refuses_a_public_address_with_a_short_token(tmp_path: Path):
     (tmp_path / "config.json").write_text(
         json.dumps({"server": {"token": "short", "port": free_port()}})

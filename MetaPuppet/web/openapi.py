@@ -309,7 +309,8 @@ SCHEMAS: Final[dict[str, Any]] = {
             "kind": {
                 "type": "string",
                 "enum": ["contact", "room"],
-                "description": "Default: room when `to` contains '@', else contact.",
+                "description": "Default: room when `to` contains '@' and the channel has rooms, "
+                "else contact.",
             },
             "text": {"type": "string", "maxLength": 20000},
             "file": {
