@@ -110,7 +110,7 @@ class ReplyWatch:
                             if (event.get("payload") or {}).get("self"):
                                 with contextlib.suppress(asyncio.QueueFull):
                                     self.messages.put_nowait(event)
-        except (TimeoutError, aiohttp.ClientError, json.JSONDecodeError):
+        except (TimeoutError, aiohttp.ClientError, ValueError):  # a bad or too long line
             return
         finally:
             self.ready.set()
@@ -217,7 +217,7 @@ async def _mock(args: argparse.Namespace, config: Config) -> int:
         finally:
             if watch.task is not None:
                 watch.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await watch.task
     return 0
 
