@@ -1,4 +1,4 @@
-"""The ``metapuppet`` command: demo, serve, client, doctor, init."""
+"""The ``metapuppet`` command: demo, serve, client, doctor, init, mock."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from .config import (
     write_config,
 )
 from .errors import ConfigError, MetaPuppetError
+from .mockcli import add_mock_parser
 from .protocol import BotEvent
 from .robot import RobotBase
 from .server import SocketServerCore
@@ -203,7 +204,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return asyncio.run(run_demo(once=args.once, log_level=args.log_level))
+    return asyncio.run(run_demo(once=args.once, log_level=args.log_level, puppet=args.puppet))
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -347,7 +348,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         )
     )
     puppet = config.puppet_name
-    if client_dir is not None:
+    if puppet in BUILT_IN_PUPPETS:
+        results.append(_check(True, f"puppet {puppet} (part of the Node client)"))
+    elif client_dir is not None:
         package = "wechaty-puppet-mock" if puppet == "mock" else puppet
         installed = (client_dir / "node_modules" / package / "package.json").is_file()
         results.append(
@@ -361,6 +364,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 SERVICE_PUPPET = "wechaty-puppet-service"
+#: MetaPuppet's own puppets (socket_client/src/puppets/): no package to install
+BUILT_IN_PUPPETS = ("ilink",)
 
 
 def _service_checks(config: Config, env: Mapping[str, str]) -> list[bool]:
@@ -434,8 +439,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the offline demo on the mock puppet")
+    demo = sub.add_parser("demo", help="run the offline demo (mock puppet, or ilink + simulator)")
     demo.add_argument("--once", action="store_true", help="play the script once and exit")
+    demo.add_argument(
+        "--puppet",
+        choices=("mock", "ilink"),
+        default="mock",
+        help="mock (default), or ilink: MetaPuppet's puppet for the official WeChat bot API "
+        "against an offline simulator, QR scan included",
+    )
     demo.add_argument("--log-level", default="warn", help="the Node client's log level")
     demo.set_defaults(func=cmd_demo)
 
@@ -472,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(with --force: replace its token)",
     )
     init.set_defaults(func=cmd_init)
+    add_mock_parser(sub)
     return parser
 
 

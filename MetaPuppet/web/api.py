@@ -25,6 +25,7 @@ from aiohttp import web
 
 from .actions import run_action
 from .auth import PERM_ACCEPT, PERM_READ, PERM_SEND, describe
+from .channel_routes import CHANNEL_ROUTES
 from .errors import WebError
 from .filters import EventFilter
 from .openapi import build
@@ -69,7 +70,13 @@ CONTENT_SECURITY_POLICY: Final = (
 # where the middleware leaves the caller's grant for the handler
 GRANT: Final[Any] = web.RequestKey("grant", object) if hasattr(web, "RequestKey") else "grant"
 AUTH_ERRORS: Final = ("auth_required", "invalid_token")
-BOT_ERRORS: Final = ("bot_required", "bot_error", "bot_not_connected", "bot_timeout")
+BOT_ERRORS: Final = (
+    "bot_required",
+    "bot_error",
+    "bot_not_connected",
+    "bot_timeout",
+    "not_supported",
+)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -366,6 +373,7 @@ ROUTES: Final[tuple[Route, ...]] = (
             "invalid_json",
             "invalid_request",
             "payload_too_large",
+            "send_window_closed",
             *BOT_ERRORS,
         ),
     ),
@@ -433,6 +441,8 @@ ROUTES: Final[tuple[Route, ...]] = (
         },
         errors=(*AUTH_ERRORS, "permission_denied", "invalid_request"),
     ),
+    # send budgets and the mock console (channel_routes.py)
+    *CHANNEL_ROUTES,
     Route(
         "GET",
         "/openapi.json",

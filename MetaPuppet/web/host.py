@@ -1,7 +1,8 @@
 """WebHost: the small interface the hub, the REST API and the dashboard see of the server.
 
-Authenticate tokens, list bots and clients, subscribe to bot events, act on a bot (run a
-snippet, send something), and run user handlers. The server implements it by delegation;
+Authenticate tokens, list bots and clients, what each bot's channel can do and may send,
+subscribe to bot events, act on a bot (run a snippet, send something), and run user
+handlers. The server implements it by delegation;
 nothing in ``web/`` knows the server class.
 """
 
@@ -11,7 +12,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from ..config import Config
-from ..protocol import BotEvent
+from ..protocol import BotEvent, Capabilities
 from ..transport.auth import Authenticator
 
 __all__ = ["WebHost"]
@@ -27,6 +28,10 @@ class WebHost(Protocol):
     def bots(self) -> list[str]: ...
 
     def list_clients(self, only_online: bool = True) -> list[dict[str, Any]]: ...
+
+    def capabilities(self, bot: str | None = None) -> Capabilities: ...
+
+    def send_budget(self, bot: str | None, contact: Any) -> dict[str, Any] | None: ...
 
     def add_event_listener(self, listener: Callable[[BotEvent], Any]) -> Callable[[], None]: ...
 
