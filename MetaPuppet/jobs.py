@@ -16,7 +16,9 @@ trigger and runs it, keeping the schedule in the data directory::
 
 from __future__ import annotations
 
+import pickle
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,6 +29,7 @@ __all__ = [
     "JobSet",
     "JobSpec",
     "MissedPolicy",
+    "check_once",
     "parse_interval",
     "parse_time_of_day",
     "standard_day_of_week",
@@ -158,6 +161,8 @@ class JobSet:
     def add(self, spec: JobSpec) -> JobSpec:
         if spec.missed is not None and spec.missed not in MISSED_POLICIES:
             raise ValueError(f"missed= must be one of {MISSED_POLICIES}, got {spec.missed!r}")
+        if spec.kind == "once":
+            check_once(spec)
         self.specs[spec.id] = spec
         if self.runtime is not None:
             self.runtime.declare(spec)
@@ -258,6 +263,24 @@ class JobSet:
         return self.add(
             JobSpec(job_id, func, "once", when=at, args=tuple(args), missed=missed, grace_s=grace_s)
         )
+
+
+def check_once(spec: JobSpec) -> None:
+    """A one-off job must survive a restart: a module-level function and plain data."""
+    func = spec.func
+    module = sys.modules.get(getattr(func, "__module__", "") or "")
+    target: Any = module
+    for part in str(getattr(func, "__qualname__", "<?>")).split("."):
+        target = getattr(target, part, None)
+    if module is None or target is not func:
+        raise ValueError(
+            f"schedule_once needs a module-level function (found again by name after a "
+            f"restart), not {func!r}"
+        )
+    try:
+        pickle.dumps(spec.args)
+    except Exception as exc:
+        raise ValueError(f"schedule_once args must be plain data: {exc}") from None
 
 
 def _absolute(when: datetime | str | float | timedelta) -> datetime:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import pickle
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -169,8 +168,6 @@ class Scheduler:
 
     def declare(self, spec: JobSpec) -> None:
         """One job more (or changed); once running, it is added to the store at once."""
-        if spec.kind == "once":
-            _check_once(spec)
         self.specs[spec.id] = spec
         if self._aps is not None:
             self._reconcile(spec, datetime.now(UTC))
@@ -307,7 +304,9 @@ class Scheduler:
             name=spec.id,
             kwargs=meta | {"missed": policy, "grace_s": spec.grace_s},
             replace_existing=True,
-            misfire_grace_time=spec.grace_s if spec.grace_s is not None else self.grace_s,
+            misfire_grace_time=max(
+                1, round(spec.grace_s if spec.grace_s is not None else self.grace_s)
+            ),
         )
         if existing is not None:
             log.info("job %r changed its schedule: next run recomputed", spec.id)
@@ -363,24 +362,6 @@ class Scheduler:
                 timezone=tz,
             )
         return IntervalTrigger(seconds=spec.every, timezone=tz)
-
-
-def _check_once(spec: JobSpec) -> None:
-    """A one-off job must survive a restart: a module-level function and plain data."""
-    try:
-        ref = obj_to_ref(spec.func)
-        found = ref_to_obj(ref) is spec.func
-    except (ValueError, LookupError, AttributeError, TypeError):
-        found = False
-    if not found:
-        raise ValueError(
-            f"schedule_once needs a module-level function (found again by name after a "
-            f"restart), not {spec.func!r}"
-        )
-    try:
-        pickle.dumps(spec.args)
-    except Exception as exc:
-        raise ValueError(f"schedule_once args must be plain data: {exc}") from None
 
 
 def _takes(func: Callable[..., Any], count: int) -> bool:
