@@ -62,14 +62,19 @@ async def test_metrics_parse_and_move_with_traffic():
             after = samples(text)
     bot = (("bot", "mock-bot"), ("kind", "message"))
     # the bot's own replies come back as message events too: 6 in, 5 echoed
-    assert after[("metapuppet_events_total", bot)] - before.get(("metapuppet_events_total", bot), 0) == 11
+    assert (
+        after[("metapuppet_events_total", bot)] - before.get(("metapuppet_events_total", bot), 0)
+        == 11
+    )
     replies = ("metapuppet_replies_sent_total", (("bot", "mock-bot"),))
     assert after[replies] - before.get(replies, 0) == 5
     handled = ("metapuppet_handler_seconds_count", (("kind", "message"),))
     assert after[handled] - before.get(handled, 0) == 6
     assert after[("metapuppet_handler_seconds_bucket", (("kind", "message"), ("le", "+Inf")))] >= 6
     assert after[("metapuppet_errors_total", (("kind", "RuntimeError"), ("where", "handler")))] == 1
-    assert after[("metapuppet_exec_seconds_count", ())] > before[("metapuppet_exec_seconds_count", ())]
+    assert (
+        after[("metapuppet_exec_seconds_count", ())] > before[("metapuppet_exec_seconds_count", ())]
+    )
     assert after[("metapuppet_connected_clients", (("role", "puppet"),))] == 1
     assert ("metapuppet_node_outbox_events", (("bot", "mock-bot"),)) in after
     assert after[("metapuppet_node_outbox_events", (("bot", "mock-bot"),))] >= 0

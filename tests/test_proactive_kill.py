@@ -32,7 +32,9 @@ async def _serve(folder: Path) -> asyncio.subprocess.Process:
         cwd=folder, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     assert process.stdout is not None
-    while b"MetaPuppet serving" not in (line := await asyncio.wait_for(process.stdout.readline(), 30)):
+    while b"MetaPuppet serving" not in (
+        line := await asyncio.wait_for(process.stdout.readline(), 30)
+    ):
         assert line, "the server exited before serving"
     return process
 

@@ -50,4 +50,6 @@ async def hello(message: Any, args: str) -> str:
 async def good_morning(ctx: Any) -> None:
     contact = plugin.config.get("morning_to")
     if contact:
-        await ctx.send_later(contact, f"{plugin.config['greeting']}, good morning!", expires=3 * 3600)
+        await ctx.send_later(
+            contact, f"{plugin.config['greeting']}, good morning!", expires=3 * 3600
+        )

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import metapuppet_hello
 import pytest
 
 from MetaPuppet import RobotBase
 from MetaPuppet.errors import ConfigError
 from MetaPuppet.plugins import PluginManager
 from MetaPuppet.testing import mock_wechat
-
-import metapuppet_hello
 
 
 def robot_with_hello(settings: dict[str, object] | None = None) -> RobotBase:
