@@ -145,6 +145,8 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
         data_dir=config.data_dir,
         rate_limiter=config.rate_limiter(),
     )
+    if os.environ.get("METAPUPPET_RELOADING"):
+        server.shutdown_timeout = 0.25  # restarted by --reload: every second counts
     loop = asyncio.get_running_loop()
 
     def snapshot_after_login(event: BotEvent) -> None:

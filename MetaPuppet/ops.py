@@ -130,6 +130,9 @@ class OpsAPI:
     ops: Ops
     robot: Any
     _loop: Any
+    #: how long a stop waits for open connections to close (aiohttp's shutdown_timeout,
+    #: waited twice per connection); ``serve --reload`` restarts with 0.25
+    shutdown_timeout: float = 2.0
 
     async def send_later(
         self,

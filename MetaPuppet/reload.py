@@ -106,6 +106,7 @@ def serve_with_reload(args: argparse.Namespace) -> int:
         print(f"metapuppet: {', '.join(names)} changed; restarting the server", flush=True)
 
     print(f"metapuppet: watching {', '.join(map(str, paths))} (--reload)", flush=True)
+    os.environ["METAPUPPET_RELOADING"] = "1"  # the child stops without lingering
     run_process(
         *paths,
         target=command,

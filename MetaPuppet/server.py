@@ -285,7 +285,7 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         self.transport.accepting = True
         # open websockets would hold a graceful shutdown for a minute; clients reconnect
         runner = web.AppRunner(
-            self.app, handle_signals=False, access_log=None, shutdown_timeout=2.0
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=self.shutdown_timeout
         )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
