@@ -21,7 +21,6 @@ import sqlite3
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from apscheduler.job import Job
 from apscheduler.jobstores.base import BaseJobStore, ConflictingIdError, JobLookupError
@@ -138,7 +137,8 @@ def _dump(job: Job) -> bytes:
 
 def make_store(spec: Any, data_dir: Path | None) -> BaseJobStore:
     """The job store ``schedule.store`` names: ``"sqlite"`` (default: ``jobs.db`` in the
-    data directory; memory without one), ``"memory"``, ``"redis://[:password@]host:port/db"``,
+    data directory; memory without one), ``"memory"``, ``"redis://[:password@]host:port/db"``
+    (or ``unix://``),
     or an APScheduler job store object."""
     if isinstance(spec, BaseJobStore):
         return spec
@@ -146,19 +146,13 @@ def make_store(spec: Any, data_dir: Path | None) -> BaseJobStore:
         return MemoryJobStore() if data_dir is None else SQLiteJobStore(data_dir / "jobs.db")
     if spec == "memory":
         return MemoryJobStore()
-    if isinstance(spec, str) and spec.startswith(("redis://", "rediss://")):
+    if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):
         from apscheduler.jobstores.redis import RedisJobStore
+        from redis import Redis
 
-        url = urlparse(spec)
-        db = int(url.path.strip("/") or 0)
-        options: dict[str, Any] = {"host": url.hostname or "127.0.0.1", "port": url.port or 6379}
-        if url.password:
-            options["password"] = unquote(url.password)
-        if url.scheme == "rediss":
-            options["ssl"] = True
-        return RedisJobStore(
-            db=db, jobs_key="metapuppet.jobs", run_times_key="metapuppet.job_run_times", **options
-        )
+        store = RedisJobStore(jobs_key="metapuppet.jobs", run_times_key="metapuppet.job_run_times")
+        store.redis = Redis.from_url(spec)  # every form redis-py reads: host, TLS, unix socket
+        return store
     raise ConfigError(
-        f'schedule.store must be "sqlite", "memory" or a redis:// URL, got {spec!r:.80}'
+        f'schedule.store must be "sqlite", "memory" or a redis:// (unix://) URL, got {spec!r:.80}'
     )

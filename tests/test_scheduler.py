@@ -19,6 +19,7 @@ from MetaPuppet.config import new_token
 from MetaPuppet.jobs import JobSet, parse_interval, parse_time_of_day, standard_day_of_week
 from MetaPuppet.scheduler import JobContext
 
+from .chat_helpers import redis_url  # noqa: F401 - the fixture
 from .conftest import free_port
 
 # --------------------------------------------------------------------------- declarations
@@ -205,3 +206,32 @@ async def test_missed_skip_never_catches_up_after_downtime(tmp_path: Path):
     assert runs and len(set(runs)) == len(runs)
     assert not [r for r in runs if stopped < r < restarted - 0.05], runs  # nothing caught up
     assert [r for r in runs if r >= restarted - 0.05], "it runs on after the restart"
+
+
+async def test_the_job_store_seam_takes_apscheduler_s_redis_store(redis_url, tmp_path: Path):  # noqa: F811
+    """The seam a cluster would use: the same jobs in Redis survive a restart."""
+    log = tmp_path / "redis.log"
+
+    def make() -> tuple[SweetSocketServer, RobotBase]:
+        config = Config()
+        config.raw["schedule"] = {"store": redis_url}
+        robot = RobotBase()
+        server = SweetSocketServer(robot=robot, config=config, token=new_token(), port=0,
+                                   rate_limiter=None)  # fmt: skip
+        return server, robot
+
+    server, robot = make()
+    await server.start()
+    robot.schedule_once(1.5, remember, str(log), "from-redis", id=f"redis-{tmp_path.name}")
+    await server.stop()  # before it ran: it must be in Redis, not in this process
+    assert not log.exists()
+    server, robot = make()
+    await server.start()
+    try:
+        for _ in range(100):
+            if log.exists():
+                break
+            await asyncio.sleep(0.05)
+        assert log.read_text().split()[0] == "from-redis"
+    finally:
+        await server.stop()
