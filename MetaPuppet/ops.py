@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ._loop import on_loop, running_loop
+from ._sync import sync_twin
 from .client import PuppetClient
 from .config import Config
 from .metrics import Metrics
@@ -157,6 +158,8 @@ class OpsAPI:
         if self._loop is not None and running_loop() is not self._loop:
             return await on_loop(self._loop, call)
         return await call
+
+    send_later_sync = sync_twin(send_later)
 
     def outbox_status(self, message_id: str) -> OutboxRecord | None:
         """Where proactive message ``message_id`` stands (None: unknown or forgotten)."""

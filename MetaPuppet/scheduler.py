@@ -90,6 +90,10 @@ class JobContext:
         """``server.send_later``: delivered now if the channel allows, else queued."""
         return await self.server.send_later(contact, message, **options)
 
+    def send_later_sync(self, contact: Any, message: Any, **options: Any) -> Any:
+        """The same from a plain ``def`` job (it runs in the thread pool)."""
+        return self.server.send_later_sync(contact, message, **options)
+
 
 async def job_entry(**meta: Any) -> None:
     """The reference every stored job points at; jobs run through the scheduler's own

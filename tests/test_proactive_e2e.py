@@ -140,3 +140,28 @@ async def test_channels_without_a_budget_deliver_at_once_and_rest_shows_every_st
                 "/api/outbox", json={"to": alice.id, "text": "x", "expires_s": -1}
             ) as r:
                 assert r.status == 400 and "expires_s" in (await r.json())["message"]
+
+
+def morning_job(ctx: Any, to: str) -> None:
+    """A plain def job (thread pool) sends through the proactive outbox."""
+    record = ctx.send_later_sync(to, "good morning from a job")
+    assert record.state in ("delivered", "queued")
+
+
+async def test_a_scheduled_job_sends_through_the_outbox_and_waits_for_the_window():
+    robot = Reverse()
+    async with mock_wechat(robot, puppet="ilink") as wx:
+        alice = await wx.contact("Alice")
+        robot.schedule_once(0.2, morning_job, alice.id, id="morning")
+        for _ in range(100):
+            if wx.server.outbox_messages(contact=alice.id):
+                break
+            await asyncio.sleep(0.05)
+        (record,) = wx.server.outbox_messages(contact=alice.id)
+        assert record.state == "queued"  # Alice has not written: it waits for her
+        await alice.say("morning?")
+        assert [(await alice.next_reply(timeout=10)).text for _ in range(2)] == [
+            "?gninrom",
+            "good morning from a job",
+        ]
+        assert [r["outcome"] for r in wx.server.ops.runs()] == ["ok"]

@@ -22,7 +22,7 @@ from .conftest import free_port
 
 pytestmark = pytest.mark.e2e
 
-COUNT = 80
+COUNT = 60
 
 BOT = textwrap.dedent(
     """
@@ -45,7 +45,7 @@ BOT = textwrap.dedent(
         async def on_login(self, bot, user):
             # the messages come from inside the Node process, so they keep coming while
             # the Python server restarts
-            await self.server.exec_snippet(FLOW, {{"count": {count}, "every_ms": 100}}, bot=bot)
+            await self.server.exec_snippet(FLOW, {{"count": {count}, "every_ms": 80}}, bot=bot)
 
         async def on_message(self, msg):
             await msg.say(PREFIX + ":" + msg.text)
