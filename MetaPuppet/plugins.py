@@ -277,6 +277,8 @@ class PluginManager:
         version: str | None = None,
     ) -> PluginState:
         """Add ``plugin`` to ``robot`` (from code, or found installed)."""
+        if robot is None or not hasattr(robot, "include_router"):
+            raise ConfigError(f"plugin {plugin.name!r} needs a robot to add its handlers to")
         if plugin.name in self.states and self.states[plugin.name].status == "loaded":
             raise ConfigError(f"plugin {plugin.name!r} is loaded already")
         plugin.configure(self.values.get(plugin.name))

@@ -5,6 +5,7 @@ OpenAPI document lists them); ``/metrics`` lives outside ``/api`` where scrapers
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import TYPE_CHECKING, Any, Final
@@ -261,7 +262,11 @@ def install_metrics(hub: WebHub, app: web.Application) -> None:
             scheme, _, token = header.partition(" ")
             grant = hub.authenticate(token.strip()) if scheme.lower() == "bearer" else None
             if grant is None or PERM_READ not in grant.permissions:
-                hub.auth_failed(request.remote)
+                if header and grant is None:  # a wrong token: slowed down like the API's
+                    delay = hub.auth_failed(request.remote)
+                    log.warning("refused a /metrics scrape from %s: invalid token", request.remote)
+                    if delay:
+                        await asyncio.sleep(delay)
                 return web.Response(
                     status=401,
                     text="send a web token with the read permission: Authorization: Bearer ...\n",
