@@ -186,22 +186,36 @@ async def test_every_second_runs_n_times_and_a_restart_neither_repeats_nor_drops
     assert started < runs[0] < started + 3
 
 
-async def test_missed_skip_never_catches_up_after_downtime(tmp_path: Path):
-    (tmp_path / "jobbot.py").write_text(JOB_BOT)
-    config = {"server": {"token": new_token(), "port": free_port(), "data_dir": "data"}}
-    (tmp_path / "config.json").write_text(json.dumps(config))
+def tick_skip(ctx: JobContext) -> None:
+    with open(os.environ["SKIP_RUNS_FILE"], "a") as out:
+        out.write(f"{ctx.scheduled_for.timestamp():.3f} {time.time():.3f}\n")
+
+
+async def test_missed_skip_never_catches_up_after_downtime(tmp_path: Path, monkeypatch):
     runs_file = tmp_path / "runs.txt"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")}
-    env |= {"RUNS_FILE": str(runs_file), "MISSED": "skip"}
-    server = await _serve(tmp_path, env)
-    await asyncio.sleep(2.5)
-    await _stop(server)
-    stopped = time.time()
-    await asyncio.sleep(2.5)
-    server = await _serve(tmp_path, env)
-    restarted = time.time()
+    monkeypatch.setenv("SKIP_RUNS_FILE", str(runs_file))
+
+    def make() -> SweetSocketServer:
+        robot = RobotBase()
+        robot.every("1s", missed="skip", id="tick")(tick_skip)
+        return SweetSocketServer(robot=robot, config=Config(), token=new_token(), port=0,
+                                 rate_limiter=None, data_dir=tmp_path)  # fmt: skip
+
+    server = make()
+    await server.start()
     await asyncio.sleep(2.3)
-    await _stop(server)
+    await server.stop()
+    stopped = time.time()
+    await asyncio.sleep(2.2)
+    server = make()
+    await server.start()
+    restarted = time.time()
+    try:
+        missed = [r for r in server.ops.runs() if r["outcome"] == "missed"]
+        assert len(missed) == 1 and stopped < missed[0]["scheduled_for"] < restarted
+        await asyncio.sleep(2.2)
+    finally:
+        await server.stop()
     runs = _runs(runs_file)
     assert runs and len(set(runs)) == len(runs)
     assert not [r for r in runs if stopped < r < restarted - 0.05], runs  # nothing caught up
