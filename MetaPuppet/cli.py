@@ -1,4 +1,4 @@
-"""The ``metapuppet`` command: demo, serve, client, doctor, init, mock."""
+"""The ``metapuppet`` command: demo, serve, client, doctor, init, mock, plugins."""
 
 from __future__ import annotations
 
@@ -42,6 +42,7 @@ __all__ = [
     "cmd_demo",
     "cmd_doctor",
     "cmd_init",
+    "cmd_plugins",
     "cmd_serve",
     "main",
 ]
@@ -146,6 +147,8 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
         data_dir=config.data_dir,
         rate_limiter=config.rate_limiter(),
     )
+    if os.environ.get("METAPUPPET_RELOADING"):
+        server.shutdown_timeout = 0.25  # restarted by --reload: every second counts
     loop = asyncio.get_running_loop()
 
     def snapshot_after_login(event: BotEvent) -> None:
@@ -153,6 +156,9 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
             # contacts arrive in the moments after login; give them a little time
             loop.call_later(3.0, lambda: loop.create_task(_snapshot(server, event.bot)))
 
+    for state in server.load_plugins():  # a bad plugin setting stops here (ConfigError)
+        detail = f": {state.error}" if state.error else ""
+        print(f"plugin {state.name}: {state.status}{detail}", flush=True)
     server.add_event_listener(snapshot_after_login)
     server.on_shutdown(server.write_snapshots)
     if getattr(robot, "dialog_store", "absent") is None:
@@ -194,6 +200,10 @@ async def _snapshot(server: SocketServerCore, bot: str) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.reload:
+        from .reload import serve_with_reload
+
+        return serve_with_reload(args)
     config = load_config(args.config)
     if args.rate_limit is not None:
         parse_rate_limit(args.rate_limit, where="--rate-limit")  # a bad flag names the flag
@@ -262,6 +272,32 @@ def _run_forwarding_signals(command: list[str], *, cwd: Path, env: dict[str, str
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code if code >= 0 else 128 - code
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import installed, set_plugin_enabled
+
+    config = load_config(args.config)
+    found = {entry.name: entry for entry in installed()}
+    if args.action == "list":
+        disabled = set((config.raw.get("plugins") or {}).get("disabled") or ())
+        if not found:
+            print("no plugins installed (packages with a 'metapuppet.plugins' entry point)")
+        for name, entry in found.items():
+            dist = entry.dist
+            package = f"{dist.name} {dist.version}" if dist is not None else entry.value
+            print(f"{name}\t{'disabled' if name in disabled else 'enabled'}\t{package}")
+        return 0
+    if not args.name:
+        raise ConfigError(f"metapuppet plugins {args.action} needs the plugin's name")
+    if args.name not in found:
+        known = ", ".join(sorted(found)) or "none installed"
+        raise ConfigError(f"no installed plugin {args.name!r} (installed: {known})")
+    if config.path is None:
+        raise ConfigError("no config file to write: run `metapuppet init` first, or --config")
+    set_plugin_enabled(config.path, args.name, args.action == "enable")
+    print(f"plugin {args.name} {args.action}d in {config.path}; restart the server to apply")
+    return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -463,7 +499,19 @@ def build_parser() -> argparse.ArgumentParser:
         + RATE_LIMIT_HELP
         + "; default per_chat=1/1s:5,per_bot=40/1m:20",
     )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart the server when the robot's files change (development; the Node "
+        "client keeps running and its outbox covers the gap)",
+    )
     serve.set_defaults(func=cmd_serve)
+
+    plugins = sub.add_parser("plugins", help="list, enable or disable installed plugins")
+    plugins.add_argument("--config", help="config file (enable/disable write to it)")
+    plugins.add_argument("action", choices=("list", "enable", "disable"))
+    plugins.add_argument("name", nargs="?", help="the plugin (enable, disable)")
+    plugins.set_defaults(func=cmd_plugins)
 
     client = sub.add_parser("client", help="run the Node client with the same config")
     client.add_argument("--config", help="config file")

@@ -16,6 +16,7 @@ import asyncio
 import inspect
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -75,6 +76,10 @@ class EventPipeline:
         #: a puppet with no sign of a working Wechaty for this long is reported stalled
         self.stall_timeout = 90.0
         self.restart_stalled_bots = False
+        #: told how long each event took (``observer.handled(event, seconds, error)``)
+        self.observer: Any = None
+        #: called with each event once the robot handled it (and sent its reply)
+        self.after_handled: list[Callable[[BotEvent], None]] = []
         #: False while stopping: new events are answered "unavailable"
         self.accepting = False
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -227,22 +232,28 @@ class EventPipeline:
         await coro
 
     async def _dispatch(self, event: BotEvent) -> None:
+        started = time.perf_counter()
         if self._handler_slots is None:
-            await self._handle(event)
-            return
-        async with self._handler_slots:
-            await self._handle(event)
+            error = await self._handle(event)
+        else:
+            async with self._handler_slots:
+                started = time.perf_counter()
+                error = await self._handle(event)
+        if self.observer is not None:
+            self.observer.handled(event, time.perf_counter() - started, error)
+        for hook in self.after_handled:
+            hook(event)
 
-    async def _handle(self, event: BotEvent) -> None:
+    async def _handle(self, event: BotEvent) -> Exception | None:
         robot = self.robot
         try:
             kind = ROUTED_EVENTS.get(event.name)
             if kind is None:
                 await self.pool.call(robot.on_bot_event, event)
-                return
+                return None
             view = kind.view(self.api, event)
             if isinstance(view, Message) and await self._maybe_debug_command(view):
-                return
+                return None
             route_event = getattr(robot, "route_event", None)
             if route_event is not None:
                 reply = await route_event(self.host, kind.hook, view)
@@ -260,6 +271,8 @@ class EventPipeline:
                 await self.pool.call(robot.on_error, exc, event)
             except Exception:
                 log.exception("the robot's on_error hook failed too")
+            return exc
+        return None
 
     async def _maybe_debug_command(self, message: Message) -> bool:
         """The original ``$debug$`` chat command: code from chat, for listed admins only."""

@@ -9,8 +9,7 @@ The server builds its parts and wires them, one way:
   to the robot;
 * :class:`~MetaPuppet.web.WebHub`: web clients, the dashboard and the REST API.
 
-Its public methods delegate to those parts; what is left here is starting, stopping and
-the original project's names.
+Its public methods delegate to those parts; what is left here is starting and stopping.
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ from ._sync import HandlerPool, sync_twin
 from .client import PuppetClient
 from .config import Config, load_config
 from .errors import AmbiguousBot, ConfigError, MetaPuppetError
+from .ops import Ops, OpsAPI
 from .original import OriginalAPI
 from .pipeline import EventPipeline
 from .presence import ClientInfo, Presence
@@ -58,7 +58,7 @@ log = logging.getLogger("MetaPuppet.server")
 T = TypeVar("T")
 
 
-class SocketServerCore(OriginalAPI):
+class SocketServerCore(OpsAPI, OriginalAPI):
     """The MetaPuppet server.
 
     ``robot`` receives the events; ``num_async_threads`` sizes the thread pool for
@@ -151,6 +151,8 @@ class SocketServerCore(OriginalAPI):
         self.contacts = Contacts(self.client)
         #: dialogs in progress for the dashboard: a callable returning a list (docs/web.md)
         self.dialog_provider: Callable[[], Any] | None = None
+        #: the scheduler, proactive messages, plugins and metrics (ops.py)
+        self.ops = Ops(self)
         #: web clients: subscriptions, typed actions, the dashboard and the REST API
         self.web = WebHub(self, self.transport)
         install_api(self.web, self.app)
@@ -258,8 +260,7 @@ class SocketServerCore(OriginalAPI):
 
     @property
     def server_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The event loop the server runs on (the original project's name)."""
-        return self._loop
+        return self._loop  # the event loop the server runs on (the original project's name)
 
     @property
     def url(self) -> str:
@@ -284,7 +285,7 @@ class SocketServerCore(OriginalAPI):
         self.transport.accepting = True
         # open websockets would hold a graceful shutdown for a minute; clients reconnect
         runner = web.AppRunner(
-            self.app, handle_signals=False, access_log=None, shutdown_timeout=2.0
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=self.shutdown_timeout
         )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
@@ -297,6 +298,7 @@ class SocketServerCore(OriginalAPI):
         self._runner = runner
         self.host = host
         self.port = _bound_port(site, port)
+        await self.ops.start()
         log.info("MetaPuppet server listening on %s", self.url)
 
     async def stop(self, handler_deadline: float = 5.0) -> None:
@@ -324,6 +326,7 @@ class SocketServerCore(OriginalAPI):
                 await closer()
             except Exception:
                 log.exception("closing the robot failed")
+        await self.ops.stop()
         self.pipeline.close()
         for site in list(self._runner.sites):
             await site.stop()

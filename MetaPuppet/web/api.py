@@ -29,6 +29,7 @@ from .channel_routes import CHANNEL_ROUTES
 from .errors import WebError
 from .filters import EventFilter
 from .openapi import build
+from .ops_api import OPS_ROUTES, install_metrics
 from .routes import Handler, Route
 
 if TYPE_CHECKING:
@@ -454,6 +455,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         response_schema={"type": "object"},
         errors=(*AUTH_ERRORS, "invalid_request"),
     ),
+    *OPS_ROUTES,  # outbox, jobs, plugins, stats (ops_api.py)
 )
 
 
@@ -549,6 +551,7 @@ def install(hub: WebHub, app: web.Application) -> web.Application:
             route.method, route.path, _bind(hub, route.handler), name=route.operation_id
         )
     app.add_subapp("/api/", api)
+    install_metrics(hub, app)
     if hub.dashboard_enabled:
 
         async def index(request: web.Request) -> web.StreamResponse:

@@ -32,6 +32,7 @@ ERROR_CODES: dict[str, int] = {
     "internal_error": 500,
     "bot_error": 502,
     "bot_not_connected": 503,
+    "outbox_full": 503,
     "bot_timeout": 504,
 }
 
@@ -55,6 +56,7 @@ ERROR_DESCRIPTIONS: dict[str, str] = {
     "internal_error": "The server failed; its log says why.",
     "bot_error": "The bot (the Node side) failed to carry out the call.",
     "bot_not_connected": "No puppet for the requested bot is connected.",
+    "outbox_full": "The queue of proactive messages is full (proactive.max_queued / max_per_chat).",
     "bot_timeout": "The bot did not answer in time.",
 }
 

@@ -9,11 +9,14 @@ nothing in ``web/`` knows the server class.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..config import Config
 from ..protocol import BotEvent, Capabilities
 from ..transport.auth import Authenticator
+
+if TYPE_CHECKING:
+    from ..ops import Ops
 
 __all__ = ["WebHost"]
 
@@ -23,6 +26,8 @@ class WebHost(Protocol):
     authenticator: Authenticator
     #: dialogs in progress for the dashboard: a callable returning a list, or None
     dialog_provider: Callable[[], Any] | None
+    #: the scheduler, proactive messages, plugins and metrics
+    ops: Ops
 
     @property
     def bots(self) -> list[str]: ...
@@ -50,6 +55,16 @@ class WebHost(Protocol):
     ) -> str | None: ...
 
     async def call_handler(self, handler: Callable[..., Any], *args: Any) -> Any: ...
+
+    async def send_later(
+        self,
+        contact: Any,
+        message: Any,
+        *,
+        expires: Any = None,
+        bot: str | None = None,
+        room: bool | None = None,
+    ) -> Any: ...
 
     async def async_send_message_to_client(
         self, message: Any, sid: str | None = None, room_name: str | None = None

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import ERROR_CODES, ERROR_DESCRIPTIONS
+from .ops_schemas import OPS_SCHEMAS
 
 if TYPE_CHECKING:
     from .routes import Route
@@ -336,6 +337,7 @@ SCHEMAS: Final[dict[str, Any]] = {
         "additionalProperties": False,
         "properties": {"bot": {"type": "string"}},
     },
+    **OPS_SCHEMAS,
 }
 
 QUERY: Final[dict[str, dict[str, Any]]] = {

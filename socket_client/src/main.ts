@@ -14,7 +14,7 @@ import { LivenessProbe } from './liveness.js'
 import { createLogger } from './log.js'
 import { Outbox, OutboxError } from './outbox.js'
 import { watchParent } from './parent.js'
-import type { ErrorEventPayload, ExecResponse, PuppetHealth } from './protocol.js'
+import type { ErrorEventPayload, ExecResponse, OutboxDepth, PuppetHealth } from './protocol.js'
 import { buildBot, type BuiltBot } from './puppet.js'
 import { SERVICE_PUPPET_NAME } from './puppets/service.js'
 import { addSecret, redactConsole, redactDeep } from './secrets.js'
@@ -166,7 +166,8 @@ async function main(argv: readonly string[]): Promise<void> {
       // Report the latest completed probe, then start the next one in the background.
       const wechaty = liveness.state()
       void liveness.probe()
-      return { wechaty, puppet: supervisor?.state() ?? mockHealth }
+      const depth: OutboxDepth = { pending: outbox.size, bytes: outbox.bytes }
+      return { wechaty, puppet: supervisor?.state() ?? mockHealth, outbox: depth }
     },
     outbox,
     ackTimeoutMs: config.client.ack_timeout_ms,
