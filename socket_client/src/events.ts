@@ -34,7 +34,7 @@ import {
   type RoomTopicEventPayload,
   type ScanEventPayload,
 } from './protocol.js'
-import { toWire } from './serialize.js'
+import { toWire, wellFormedDeep } from './serialize.js'
 
 export interface AttachEventsOptions {
   bot: Wechaty
@@ -90,7 +90,8 @@ export function attachEvents(options: AttachEventsOptions): () => void {
     const ts = Date.now()
     chain = chain
       .then(build)
-      .then((payload) => emit({ id, bot: botName, name, payload, ts }))
+      // Text from the puppet is made valid here: a lone UTF-16 surrogate (a cut emoji) becomes U+FFFD.
+      .then((payload) => emit({ id, bot: botName, name, payload: wellFormedDeep(payload), ts }))
       .catch((e: unknown) => log.warn('could not forward %s event: %s', name, errorText(e)))
       .finally(after)
   }
