@@ -77,7 +77,7 @@ setInterval(() => {
     writeSync(2, workerData.prefix + ' ERROR snippet call #' + call + ' has kept the client busy for ' + blocked + ' ms without yielding, past its timeout: stopping it\\n')
   } catch {}
   session.post('Runtime.terminateExecution')
-}, ${TICK_MS / 2}).unref()
+}, ${TICK_MS / 2}) // keeps the worker alive; the worker itself is unref'd
 `
 
 export class SnippetWatchdog {
