@@ -70,19 +70,20 @@ export class DeadLetters {
       limit: letter.limit,
     }
     const json = letter.json ?? JSON.stringify(envelope)
-    let line = `${JSON.stringify(head).slice(0, -1)},"envelope":${json}}\n`
-    if (Buffer.byteLength(line) > this.maxBytes) {
+    // The record is written in parts: no second copy of a large envelope's JSON is made.
+    let parts = [`${JSON.stringify(head).slice(0, -1)},"envelope":`, json, '}\n']
+    let bytes = parts.reduce((sum, part) => sum + Buffer.byteLength(part), 0)
+    if (bytes > this.maxBytes) {
       this.stats.summarised++
-      line = `${JSON.stringify({ ...head, envelope: null, preview: json.slice(0, PREVIEW_CHARS) })}\n`
+      parts = [`${JSON.stringify({ ...head, envelope: null, preview: json.slice(0, PREVIEW_CHARS) })}\n`]
+      bytes = Buffer.byteLength(parts[0]!)
     }
     try {
       privateDir(dirname(path))
-      this.makeRoom(path, Buffer.byteLength(line))
+      this.makeRoom(path, bytes)
       const fd = openPrivate(path, 'a')
       try {
-        const buffer = Buffer.from(line)
-        let offset = 0
-        while (offset < buffer.length) offset += writeSync(fd, buffer, offset)
+        for (const part of parts) writeAll(fd, Buffer.from(part))
       } finally {
         closeSync(fd)
       }
@@ -115,9 +116,7 @@ export class DeadLetters {
     const tmp = `${path}.tmp-${process.pid}`
     const fd = openPrivate(tmp, 'w')
     try {
-      const buffer = Buffer.from(kept.length === 0 ? '' : `${kept.join('\n')}\n`)
-      let offset = 0
-      while (offset < buffer.length) offset += writeSync(fd, buffer, offset)
+      writeAll(fd, Buffer.from(kept.length === 0 ? '' : `${kept.join('\n')}\n`))
     } catch (e) {
       closeSync(fd)
       rmSync(tmp, { force: true })
@@ -127,4 +126,9 @@ export class DeadLetters {
     renameSync(tmp, path)
     this.options.log.warn('dead letters file %s is over its bounds (%d bytes / %d records): dropped the %d oldest records', path, this.maxBytes, this.maxRecords, drop)
   }
+}
+
+function writeAll(fd: number, buffer: Buffer): void {
+  let offset = 0
+  while (offset < buffer.length) offset += writeSync(fd, buffer, offset)
 }

@@ -244,7 +244,9 @@ async function messagePayload(
   contactRef: (c: Contact | undefined) => Promise<ContactRef>,
 ): Promise<MessageEventPayload> {
   const raw = (message.payload ?? { id: message.id }) as unknown as Record<string, unknown>
-  const base = (await toWire(raw)) as JsonObject
+  // No size cap here: the bridge measures the envelope in bytes against the server's limit
+  // and moves one that is too large to the dead letters, with an error event naming it.
+  const base = (await toWire(raw, Number.MAX_SAFE_INTEGER)) as JsonObject
   const talker = await lookup(() => message.talker(), undefined)
   const room = await lookup(() => message.room(), undefined)
   const type = typeof raw.type === 'number' ? raw.type : types.Message.Unknown
