@@ -11,6 +11,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, describe, it } from 'node:test'
 import { createLogger, type Logger } from '../src/log.js'
+import { DeadLetters } from '../src/deadletters.js'
+import { privateDir } from '../src/files.js'
+import { prepareMemoryCard } from '../src/memory.js'
 import { Outbox, realOutboxFs, type OutboxFs, type OutboxWriteFailure } from '../src/outbox.js'
 import type { EventEnvelope } from '../src/protocol.js'
 import { sleep } from './helpers.js'
@@ -147,7 +150,7 @@ describe('outbox on a full disk', () => {
     assert.equal(statSync(path).mode & 0o777, 0o600)
   })
 
-  it('creates its file 0600 and its folder 0700 whatever the umask', () => {
+  it('creates its file 0600 and its folder 0700 whatever the umask (dead letters and memory card too)', () => {
     const previous = process.umask(0)
     try {
       const path = newPath()
@@ -157,6 +160,18 @@ describe('outbox on a full disk', () => {
       assert.equal(statSync(path).mode & 0o777, 0o600)
       assert.equal(statSync(join(path, '..')).mode & 0o777, 0o700)
       closeSync(openSync(path, 'r'))
+      // the dead letters, the memory card and every folder created on the way
+      const root = join(dir, `case-${++fileNo}`)
+      const letters = new DeadLetters({ path: join(root, 'a', 'b', 'dead-letters.jsonl'), log: capture().log })
+      assert.notEqual(letters.add({ reason: 'too_large_for_server', envelope: envelope(1), size: 1, limit: 1 }), null)
+      prepareMemoryCard(join(root, 'wechaty', 'bot.memory-card.json'))
+      for (const folder of [root, join(root, 'a'), join(root, 'a', 'b'), join(root, 'wechaty')]) {
+        assert.equal(statSync(folder).mode & 0o777, 0o700, folder)
+      }
+      for (const file of [join(root, 'a', 'b', 'dead-letters.jsonl'), join(root, 'wechaty', 'bot.memory-card.json')]) {
+        assert.equal(statSync(file).mode & 0o777, 0o600, file)
+      }
+      assert.equal(statSync(privateDir(join(root, 'x', 'y'))).mode & 0o777, 0o700)
     } finally {
       process.umask(previous)
     }
