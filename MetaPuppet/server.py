@@ -319,7 +319,8 @@ class SocketServerCore(OriginalAPI):
                     await asyncio.wait_for(result, handler_deadline)
             except Exception as exc:
                 log.exception("shutdown hook %r failed", hook)
-                self.unsaved.append(SaveFailure(f"shutdown hook {hook!r}", None, str(exc)))
+                name = getattr(hook, "__qualname__", repr(hook))
+                self.unsaved.append(SaveFailure(f"shutdown hook {name}", None, str(exc)))
         closer = getattr(self.robot, "aclose", None)
         if closer is not None:
             try:
