@@ -37,6 +37,7 @@ from .robot import RobotBase
 from .server import SocketServerCore
 
 __all__ = [
+    "EXIT_UNSAVED",
     "build_parser",
     "cmd_client",
     "cmd_demo",
@@ -46,6 +47,10 @@ __all__ = [
     "cmd_serve",
     "main",
 ]
+
+#: `metapuppet serve` stopped gracefully but could not save something (a read-only or full
+#: data directory); what is named on stderr
+EXIT_UNSAVED = 3
 
 BOT_HELP = (
     "module:name, where name is a RobotBase instance, a subclass or a factory (e.g. mybot:bot)"
@@ -178,6 +183,11 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
     await stop.wait()
     print("stopping: finishing running handlers, writing snapshots…", flush=True)
     await server.stop()
+    if server.unsaved:
+        # the stop itself went fine; say what is missing, and exit with a status of its own
+        for failure in server.unsaved:
+            print(f"metapuppet serve: could not save {failure}", file=sys.stderr)
+        return EXIT_UNSAVED
     return 0
 
 
@@ -195,8 +205,12 @@ def describe_rate_limits(limits: RateLimits | None) -> str:
 
 
 async def _snapshot(server: SocketServerCore, bot: str) -> None:
-    with contextlib.suppress(MetaPuppetError):
+    try:
         await server.write_snapshot(bot)
+    except MetaPuppetError:
+        pass  # the bot went away meanwhile; the next login writes one
+    except OSError as exc:
+        logging.getLogger("MetaPuppet.server").error("could not write the snapshot: %s", exc)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -487,7 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--log-level", default="warn", help="the Node client's log level")
     demo.set_defaults(func=cmd_demo)
 
-    serve = sub.add_parser("serve", help="run the server with your robot")
+    serve = sub.add_parser(
+        "serve",
+        help="run the server with your robot",
+        epilog=f"exit status: 0 after a graceful stop, {EXIT_UNSAVED} when the stop could not "
+        "save something (named on stderr), 2 on a configuration problem",
+    )
     serve.add_argument("--bot", help=f"your robot: {BOT_HELP} (default TestBot)")
     serve.add_argument("--config", help="config file (default $METAPUPPET_CONFIG or ./config.json)")
     serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")

@@ -219,6 +219,9 @@ class Config:
 
     @property
     def max_message_bytes(self) -> int:
+        """The largest Socket.IO frame the server takes, in bytes of the encoded frame (a
+        frame of this size or more closes the connection); Engine.IO announces it to every
+        client at connect, and the Node client checks each event against it."""
         return int(self.raw["server"]["max_message_bytes"])
 
     @property

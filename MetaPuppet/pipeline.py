@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from . import protocol
-from ._files import write_json
+from ._files import SaveFailure, write_json
 from ._sync import HandlerPool
 from .client import PuppetClient
 from .dispatch.host import DispatchHost
@@ -117,12 +117,25 @@ class EventPipeline:
         if still:
             await asyncio.wait(still, timeout=1.0)
 
-    def close(self) -> None:
-        """Save what must survive a restart and end the background tasks."""
-        self._save_seen_ids()
-        self.api.budgets.flush()
+    def close(self) -> list[SaveFailure]:
+        """Save what must survive a restart and end the background tasks.
+
+        Never raises for a file it cannot write (a read-only or full data directory): it
+        returns what could not be saved, so the stop still completes.
+        """
+        failures: list[SaveFailure] = []
+        path = self._seen_path()
+        try:
+            self._save_seen_ids()
+        except OSError as exc:
+            log.error("could not save the handled event ids to %s: %s", path, exc)
+            failures.append(SaveFailure("the handled event ids", path, str(exc)))
+        budgets = self.api.budgets.flush()
+        if budgets is not None:
+            failures.append(budgets)
         for task in list(self._background):
             task.cancel()
+        return failures
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(event)`` for every bot event; returns its remover."""

@@ -18,23 +18,21 @@ import asyncio
 import inspect
 import logging
 import os
-import re
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-from . import protocol, snippets
-from ._files import write_json
+from . import protocol, snapshots
+from ._files import SaveFailure
 from ._loop import LoopThread, on_loop, running_loop
 from ._sync import HandlerPool, sync_twin
 from .client import PuppetClient
 from .config import Config, load_config
-from .errors import AmbiguousBot, ConfigError, MetaPuppetError
+from .errors import AmbiguousBot, ConfigError
 from .ops import Ops, OpsAPI
 from .original import OriginalAPI
 from .pipeline import EventPipeline
@@ -158,6 +156,8 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         install_api(self.web, self.app)
 
         self._shutdown_hooks: list[Callable[[], Any]] = []
+        #: what the last stop could not save (a read-only or full data directory)
+        self.unsaved: list[SaveFailure] = []
         self._previous_signal_handlers: dict[int, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -312,14 +312,17 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         if self._runner is None:
             return
         self.transport.accepting = False  # new connections and events are turned away
+        self.unsaved = []
         await self.pipeline.drain(handler_deadline)
         for hook in list(self._shutdown_hooks):
             try:
                 result = hook()
                 if inspect.isawaitable(result):
                     await asyncio.wait_for(result, handler_deadline)
-            except Exception:
+            except Exception as exc:
                 log.exception("shutdown hook %r failed", hook)
+                name = getattr(hook, "__qualname__", repr(hook))
+                self.unsaved.append(SaveFailure(f"shutdown hook {name}", None, str(exc)))
         closer = getattr(self.robot, "aclose", None)
         if closer is not None:
             try:
@@ -327,7 +330,9 @@ class SocketServerCore(OpsAPI, OriginalAPI):
             except Exception:
                 log.exception("closing the robot failed")
         await self.ops.stop()
-        self.pipeline.close()
+        self.unsaved += self.pipeline.close()
+        if self.unsaved:
+            log.error("stopped, but could not save: %s", "; ".join(map(str, self.unsaved)))
         for site in list(self._runner.sites):
             await site.stop()
         await self.transport.disconnect_all()
@@ -539,28 +544,12 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         """Write the bot's contacts, rooms and room members to ``data_dir`` as JSON."""
         if self.data_dir is None:
             raise ConfigError("write_snapshot needs a data_dir")
-        name = bot or self.only_bot()
-        snapshot = await self.exec_snippet(snippets.SNAPSHOT, bot=name, timeout=120.0)
-        snapshot = {"bot": name, "taken_at": time.time(), **snapshot}
-        path = self.data_dir / f"snapshot-{_file_safe(name)}.json"
-        write_json(path, snapshot)
-        log.info(
-            "wrote %s: %d contacts, %d rooms",
-            path,
-            len(snapshot.get("contacts", [])),
-            len(snapshot.get("rooms", [])),
-        )
-        return path
+        return await snapshots.write_snapshot(self.client, self.data_dir, bot or self.only_bot())
 
     async def write_snapshots(self) -> list[Path]:
-        """A snapshot of every connected bot (a shutdown hook of `metapuppet serve`)."""
-        written = []
-        for name in self.bots:
-            try:
-                written.append(await self.write_snapshot(name))
-            except MetaPuppetError as exc:
-                log.warning("no snapshot for bot %r: %s", name, exc)
-        return written
+        """A snapshot of every connected bot (a shutdown hook of `metapuppet serve`); one
+        that cannot be written is noted in :attr:`unsaved`."""
+        return await snapshots.write_snapshots(self.client, self.data_dir, self.bots, self.unsaved)
 
     # ------------------------------------------------------------------ transport handlers
 
@@ -596,7 +585,3 @@ def _bound_port(site: web.TCPSite, asked: int) -> int:
     server = getattr(site, "_server", None)  # aiohttp 3.x internal; asked is the fallback
     sockets = getattr(server, "sockets", None) or []
     return int(sockets[0].getsockname()[1]) if sockets else asked
-
-
-def _file_safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "bot"

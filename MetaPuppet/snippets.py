@@ -61,7 +61,8 @@ let thing
 switch (s.type) {
   case 'text': thing = s.text; break
   case 'file': thing = FileBox.fromBase64(s.base64, s.name); break
-  case 'file_url': thing = FileBox.fromUrl(s.url, { name: s.name }); break
+  // downloaded by the client under client.file_download (no private addresses, bounded)
+  case 'file_url': thing = await metapuppet.fileFromUrl(s.url, { name: s.name }); break
   case 'url': thing = new bot.UrlLink(s.payload); break
   case 'mini_program': thing = new bot.MiniProgram(s.payload); break
   case 'contact': {
