@@ -1,11 +1,13 @@
 # One command per job: `make demo`, `make test`, `make check`, `make bench`.
 # Your own robot without activating the venv: `make init`, `make serve BOT=mybot:bot`,
 # `make client`, `make doctor` (each runs .venv/bin/metapuppet; ARGS adds flags).
+# `make bench BENCH_ARGS=--sdk` adds python-wechaty 0.10.7 to bench/closed_loop.py.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CLIENT := socket_client
 ARGS ?=
+BENCH_ARGS ?=
 PYTEST_ARGS ?=
 BOT ?=
 CONFIG ?=
@@ -60,6 +62,7 @@ bench: setup
 	$(BIN)/python bench/messages.py
 	$(BIN)/python bench/dialogs.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/closed_loop.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(CLIENT)/node_modules .pytest_cache

@@ -1,4 +1,5 @@
-"""A background asyncio loop thread, and the bridge from sync code onto it."""
+"""Event loops: which implementation, a background loop thread, and the bridge from sync
+code onto it."""
 
 from __future__ import annotations
 
@@ -7,21 +8,57 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+from .errors import ConfigError
+
 __all__ = [
+    "LOOP_CHOICES",
     "LoopThread",
     "call_sync",
+    "loop_factory",
     "on_loop",
+    "run",
     "running_loop",
 ]
 
 T = TypeVar("T")
 
 
-class LoopThread:
-    """An event loop running forever in a daemon thread."""
+LOOP_CHOICES = ("auto", "asyncio", "uvloop")
 
-    def __init__(self, name: str = "metapuppet-loop", *, daemon: bool = True) -> None:
-        self.loop = asyncio.new_event_loop()
+
+def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
+    """How to make an event loop: uvloop when it is installed (``auto``; the
+    ``MetaPuppet[fast]`` extra), or the standard library's (``asyncio``)."""
+    if choice not in LOOP_CHOICES:
+        raise ConfigError(f"server.event_loop must be one of {', '.join(LOOP_CHOICES)}: {choice!r}")
+    if choice == "asyncio":
+        return asyncio.new_event_loop
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError(
+                "server.event_loop is uvloop, which is not installed: "
+                "pip install 'MetaPuppet[fast]' (or choose auto or asyncio)"
+            ) from None
+        return asyncio.new_event_loop
+    new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return new_loop
+
+
+def run(coro: Coroutine[Any, Any, T], choice: str = "auto") -> T:
+    """``asyncio.run`` on the chosen loop implementation."""
+    with asyncio.Runner(loop_factory=loop_factory(choice)) as runner:
+        return runner.run(coro)
+
+
+class LoopThread:
+    """An event loop running forever in a (by default daemon) thread."""
+
+    def __init__(
+        self, name: str = "metapuppet-loop", *, daemon: bool = True, loop: str = "asyncio"
+    ) -> None:
+        self.loop = loop_factory(loop)()
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=daemon)
         self.thread.start()

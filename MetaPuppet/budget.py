@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ._files import write_json
+from ._files import SaveFailure, write_json
 from .errors import SendWindowClosed
 from .protocol import SendBudget
 
@@ -221,13 +221,13 @@ class SendBudgets:
             return
         self._save_timer = loop.call_later(SAVE_DELAY_S, self.flush)
 
-    def flush(self) -> None:
-        """Write the windows to the file now (a stop calls it)."""
+    def flush(self) -> SaveFailure | None:
+        """Write the windows to the file now (a stop calls it); returns what failed, if it did."""
         if self._save_timer is not None:
             self._save_timer.cancel()
             self._save_timer = None
         if self.path is None or not self._loaded:
-            return
+            return None
         windows = [
             [bot, contact, [w.to_wire() for w in items]]
             for (bot, contact), items in self._windows.items()
@@ -236,3 +236,5 @@ class SendBudgets:
             write_json(self.path, {"format": FILE_FORMAT, "windows": windows})
         except OSError as exc:
             log.error("could not save the send budgets to %s: %s", self.path, exc)
+            return SaveFailure("the send budgets", self.path, str(exc))
+        return None

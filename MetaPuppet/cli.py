@@ -1,4 +1,4 @@
-"""The ``metapuppet`` command: demo, serve, client, doctor, init."""
+"""The ``metapuppet`` command: demo, serve, client, doctor, init, mock, plugins."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ._loop import run as run_on_loop
 from .config import (
     MIN_EXPOSED_TOKEN_LENGTH,
     RATE_LIMIT_HELP,
@@ -30,19 +31,26 @@ from .config import (
     write_config,
 )
 from .errors import ConfigError, MetaPuppetError
+from .mockcli import add_mock_parser
 from .protocol import BotEvent
 from .robot import RobotBase
 from .server import SocketServerCore
 
 __all__ = [
+    "EXIT_UNSAVED",
     "build_parser",
     "cmd_client",
     "cmd_demo",
     "cmd_doctor",
     "cmd_init",
+    "cmd_plugins",
     "cmd_serve",
     "main",
 ]
+
+#: `metapuppet serve` stopped gracefully but could not save something (a read-only or full
+#: data directory); what is named on stderr
+EXIT_UNSAVED = 3
 
 BOT_HELP = (
     "module:name, where name is a RobotBase instance, a subclass or a factory (e.g. mybot:bot)"
@@ -144,6 +152,8 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
         data_dir=config.data_dir,
         rate_limiter=config.rate_limiter(),
     )
+    if os.environ.get("METAPUPPET_RELOADING"):
+        server.shutdown_timeout = 0.25  # restarted by --reload: every second counts
     loop = asyncio.get_running_loop()
 
     def snapshot_after_login(event: BotEvent) -> None:
@@ -151,6 +161,9 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
             # contacts arrive in the moments after login; give them a little time
             loop.call_later(3.0, lambda: loop.create_task(_snapshot(server, event.bot)))
 
+    for state in server.load_plugins():  # a bad plugin setting stops here (ConfigError)
+        detail = f": {state.error}" if state.error else ""
+        print(f"plugin {state.name}: {state.status}{detail}", flush=True)
     server.add_event_listener(snapshot_after_login)
     server.on_shutdown(server.write_snapshots)
     if getattr(robot, "dialog_store", "absent") is None:
@@ -170,6 +183,11 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
     await stop.wait()
     print("stopping: finishing running handlers, writing snapshots…", flush=True)
     await server.stop()
+    if server.unsaved:
+        # the stop itself went fine; say what is missing, and exit with a status of its own
+        for failure in server.unsaved:
+            print(f"metapuppet serve: could not save {failure}", file=sys.stderr)
+        return EXIT_UNSAVED
     return 0
 
 
@@ -187,22 +205,30 @@ def describe_rate_limits(limits: RateLimits | None) -> str:
 
 
 async def _snapshot(server: SocketServerCore, bot: str) -> None:
-    with contextlib.suppress(MetaPuppetError):
+    try:
         await server.write_snapshot(bot)
+    except MetaPuppetError:
+        pass  # the bot went away meanwhile; the next login writes one
+    except OSError as exc:
+        logging.getLogger("MetaPuppet.server").error("could not write the snapshot: %s", exc)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    if args.reload:
+        from .reload import serve_with_reload
+
+        return serve_with_reload(args)
     config = load_config(args.config)
     if args.rate_limit is not None:
         parse_rate_limit(args.rate_limit, where="--rate-limit")  # a bad flag names the flag
         config = config.with_overrides(rate_limit=args.rate_limit)
-    return asyncio.run(_serve(args, config))
+    return run_on_loop(_serve(args, config), config.event_loop)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return asyncio.run(run_demo(once=args.once, log_level=args.log_level))
+    return asyncio.run(run_demo(once=args.once, log_level=args.log_level, puppet=args.puppet))
 
 
 def cmd_client(args: argparse.Namespace) -> int:
@@ -260,6 +286,32 @@ def _run_forwarding_signals(command: list[str], *, cwd: Path, env: dict[str, str
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code if code >= 0 else 128 - code
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from .plugins import installed, set_plugin_enabled
+
+    config = load_config(args.config)
+    found = {entry.name: entry for entry in installed()}
+    if args.action == "list":
+        disabled = set((config.raw.get("plugins") or {}).get("disabled") or ())
+        if not found:
+            print("no plugins installed (packages with a 'metapuppet.plugins' entry point)")
+        for name, entry in found.items():
+            dist = entry.dist
+            package = f"{dist.name} {dist.version}" if dist is not None else entry.value
+            print(f"{name}\t{'disabled' if name in disabled else 'enabled'}\t{package}")
+        return 0
+    if not args.name:
+        raise ConfigError(f"metapuppet plugins {args.action} needs the plugin's name")
+    if args.name not in found:
+        known = ", ".join(sorted(found)) or "none installed"
+        raise ConfigError(f"no installed plugin {args.name!r} (installed: {known})")
+    if config.path is None:
+        raise ConfigError("no config file to write: run `metapuppet init` first, or --config")
+    set_plugin_enabled(config.path, args.name, args.action == "enable")
+    print(f"plugin {args.name} {args.action}d in {config.path}; restart the server to apply")
+    return 0
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -346,7 +398,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         )
     )
     puppet = config.puppet_name
-    if client_dir is not None:
+    if puppet in BUILT_IN_PUPPETS:
+        results.append(_check(True, f"puppet {puppet} (part of the Node client)"))
+    elif client_dir is not None:
         package = "wechaty-puppet-mock" if puppet == "mock" else puppet
         installed = (client_dir / "node_modules" / package / "package.json").is_file()
         results.append(
@@ -360,6 +414,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 SERVICE_PUPPET = "wechaty-puppet-service"
+#: MetaPuppet's own puppets (socket_client/src/puppets/): no package to install
+BUILT_IN_PUPPETS = ("ilink",)
 
 
 def _service_checks(config: Config, env: Mapping[str, str]) -> list[bool]:
@@ -433,12 +489,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the offline demo on the mock puppet")
+    demo = sub.add_parser("demo", help="run the offline demo (mock puppet, or ilink + simulator)")
     demo.add_argument("--once", action="store_true", help="play the script once and exit")
+    demo.add_argument(
+        "--puppet",
+        choices=("mock", "ilink"),
+        default="mock",
+        help="mock (default), or ilink: MetaPuppet's puppet for the official WeChat bot API "
+        "against an offline simulator, QR scan included",
+    )
     demo.add_argument("--log-level", default="warn", help="the Node client's log level")
     demo.set_defaults(func=cmd_demo)
 
-    serve = sub.add_parser("serve", help="run the server with your robot")
+    serve = sub.add_parser(
+        "serve",
+        help="run the server with your robot",
+        epilog=f"exit status: 0 after a graceful stop, {EXIT_UNSAVED} when the stop could not "
+        "save something (named on stderr), 2 on a configuration problem",
+    )
     serve.add_argument("--bot", help=f"your robot: {BOT_HELP} (default TestBot)")
     serve.add_argument("--config", help="config file (default $METAPUPPET_CONFIG or ./config.json)")
     serve.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
@@ -450,7 +518,19 @@ def build_parser() -> argparse.ArgumentParser:
         + RATE_LIMIT_HELP
         + "; default per_chat=1/1s:5,per_bot=40/1m:20",
     )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="restart the server when the robot's files change (development; the Node "
+        "client keeps running and its outbox covers the gap)",
+    )
     serve.set_defaults(func=cmd_serve)
+
+    plugins = sub.add_parser("plugins", help="list, enable or disable installed plugins")
+    plugins.add_argument("--config", help="config file (enable/disable write to it)")
+    plugins.add_argument("action", choices=("list", "enable", "disable"))
+    plugins.add_argument("name", nargs="?", help="the plugin (enable, disable)")
+    plugins.set_defaults(func=cmd_plugins)
 
     client = sub.add_parser("client", help="run the Node client with the same config")
     client.add_argument("--config", help="config file")
@@ -471,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(with --force: replace its token)",
     )
     init.set_defaults(func=cmd_init)
+    add_mock_parser(sub)
     return parser
 
 

@@ -65,6 +65,8 @@ class PuppetClient:
         #: send windows of channels with a budget (iLink)
         self.budgets = budgets if budgets is not None else SendBudgets()
         self.loop: asyncio.AbstractEventLoop | None = None
+        #: told of every exec's latency, every send and refusal (``metrics.Metrics``)
+        self.observer: Any = None
 
     def capabilities(self, bot: str | None = None) -> Capabilities:
         """What the channel of ``bot`` (or of the only bot) can do."""
@@ -132,14 +134,21 @@ class PuppetClient:
         args = {"to": id_of(conversation_id), "on": bool(on)}
         return bool(await self._run(link, snippets.TYPING, args, 10.0))
 
-    @staticmethod
-    async def _run(link: PuppetLink, code: str, args: Any, timeout: float) -> Any:
-        answer = await link.call(
-            protocol.EV_EXEC,
-            protocol.exec_request(code, {} if args is None else args, timeout),
-            timeout + ANSWER_MARGIN_S,
-        )
-        return protocol.unwrap_exec_response(answer, bot=link.bot)
+    async def _run(self, link: PuppetLink, code: str, args: Any, timeout: float) -> Any:
+        started, failed = time.perf_counter(), None
+        try:
+            answer = await link.call(
+                protocol.EV_EXEC,
+                protocol.exec_request(code, {} if args is None else args, timeout),
+                timeout + ANSWER_MARGIN_S,
+            )
+            return protocol.unwrap_exec_response(answer, bot=link.bot)
+        except Exception as exc:
+            failed = str(getattr(exc, "kind", None) or type(exc).__name__)
+            raise
+        finally:
+            if self.observer is not None:
+                self.observer.exec_finished(time.perf_counter() - started, failed)
 
     async def echo(self, data: Any, *, bot: str | None = None, timeout: float = 10.0) -> Any:
         """A raw round trip to the Node client (no snippet): the benchmark baseline."""
@@ -224,7 +233,12 @@ class PuppetClient:
         rules = capabilities.send_budget
         window = None
         if rules is not None:
-            window = self.budgets.check(link.bot, to, rules, reply_to)
+            try:
+                window = self.budgets.check(link.bot, to, rules, reply_to)
+            except SendWindowClosed:
+                if self.observer is not None:
+                    self.observer.refused(link.bot, "budget")
+                raise
             # only a channel with send windows needs to know what a send answers
             args["replyTo"] = window.message_id if window is not None else None
         if self.rate_limiter is not None:
@@ -236,8 +250,12 @@ class PuppetClient:
                 raise
             reason = f"the channel refused a send (code {exc.code}): its send window is closed"
             self.budgets.refused(link.bot, to, window, reason)
+            if self.observer is not None:
+                self.observer.refused(link.bot, "channel")
             raise SendWindowClosed(link.bot, to, reason, closed_at=time.time()) from exc
         self.budgets.spent(link.bot, to, window)
+        if self.observer is not None:
+            self.observer.sent(link.bot)
         return str(result) if result else None
 
     async def send_reply(

@@ -42,6 +42,9 @@ DEFAULTS: dict[str, Any] = {
         # outgoing rate limit: "default", "off", "per_chat=1/1s:5,per_bot=40/1m:20" or an
         # object {"per_chat": "1/1s:5", "per_bot": null}; see parse_rate_limit
         "rate_limit": "default",
+        # the event loop of `metapuppet serve` and `run()`: auto (uvloop when installed),
+        # asyncio or uvloop
+        "event_loop": "auto",
     },
     "client": {"url": None, "bot": "metapuppet", "outbox_path": "data/outbox.jsonl"},
     "puppet": {"name": "wechaty-puppet-mock", "token": None, "options": {}},
@@ -59,6 +62,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "METAPUPPET_WEB_TOKEN": ("server", "web_token", str),
     "METAPUPPET_DATA_DIR": ("server", "data_dir", str),
     "METAPUPPET_RATE_LIMIT": ("server", "rate_limit", str),
+    "METAPUPPET_EVENT_LOOP": ("server", "event_loop", str),
     "METAPUPPET_URL": ("client", "url", str),
     "METAPUPPET_BOT": ("client", "bot", str),
     "METAPUPPET_PUPPET": ("puppet", "name", str),
@@ -209,7 +213,15 @@ class Config:
         return None if limits is None else RateLimiter(limits.per_chat, limits.per_bot)
 
     @property
+    def event_loop(self) -> str:
+        """``server.event_loop``: auto (uvloop when installed), asyncio or uvloop."""
+        return str(self.raw["server"].get("event_loop") or "auto")
+
+    @property
     def max_message_bytes(self) -> int:
+        """The largest Socket.IO frame the server takes, in bytes of the encoded frame (a
+        frame of this size or more closes the connection); Engine.IO announces it to every
+        client at connect, and the Node client checks each event against it."""
         return int(self.raw["server"]["max_message_bytes"])
 
     @property

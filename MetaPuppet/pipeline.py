@@ -16,13 +16,14 @@ import asyncio
 import inspect
 import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final
 
 from . import protocol
-from ._files import write_json
+from ._files import SaveFailure, write_json
 from ._sync import HandlerPool
 from .client import PuppetClient
 from .dispatch.host import DispatchHost
@@ -75,6 +76,10 @@ class EventPipeline:
         #: a puppet with no sign of a working Wechaty for this long is reported stalled
         self.stall_timeout = 90.0
         self.restart_stalled_bots = False
+        #: told how long each event took (``observer.handled(event, seconds, error)``)
+        self.observer: Any = None
+        #: called with each event once the robot handled it (and sent its reply)
+        self.after_handled: list[Callable[[BotEvent], None]] = []
         #: False while stopping: new events are answered "unavailable"
         self.accepting = False
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -112,12 +117,25 @@ class EventPipeline:
         if still:
             await asyncio.wait(still, timeout=1.0)
 
-    def close(self) -> None:
-        """Save what must survive a restart and end the background tasks."""
-        self._save_seen_ids()
-        self.api.budgets.flush()
+    def close(self) -> list[SaveFailure]:
+        """Save what must survive a restart and end the background tasks.
+
+        Never raises for a file it cannot write (a read-only or full data directory): it
+        returns what could not be saved, so the stop still completes.
+        """
+        failures: list[SaveFailure] = []
+        path = self._seen_path()
+        try:
+            self._save_seen_ids()
+        except OSError as exc:
+            log.error("could not save the handled event ids to %s: %s", path, exc)
+            failures.append(SaveFailure("the handled event ids", path, str(exc)))
+        budgets = self.api.budgets.flush()
+        if budgets is not None:
+            failures.append(budgets)
         for task in list(self._background):
             task.cancel()
+        return failures
 
     def add_listener(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(event)`` for every bot event; returns its remover."""
@@ -227,22 +245,28 @@ class EventPipeline:
         await coro
 
     async def _dispatch(self, event: BotEvent) -> None:
+        started = time.perf_counter()
         if self._handler_slots is None:
-            await self._handle(event)
-            return
-        async with self._handler_slots:
-            await self._handle(event)
+            error = await self._handle(event)
+        else:
+            async with self._handler_slots:
+                started = time.perf_counter()
+                error = await self._handle(event)
+        if self.observer is not None:
+            self.observer.handled(event, time.perf_counter() - started, error)
+        for hook in self.after_handled:
+            hook(event)
 
-    async def _handle(self, event: BotEvent) -> None:
+    async def _handle(self, event: BotEvent) -> Exception | None:
         robot = self.robot
         try:
             kind = ROUTED_EVENTS.get(event.name)
             if kind is None:
                 await self.pool.call(robot.on_bot_event, event)
-                return
+                return None
             view = kind.view(self.api, event)
             if isinstance(view, Message) and await self._maybe_debug_command(view):
-                return
+                return None
             route_event = getattr(robot, "route_event", None)
             if route_event is not None:
                 reply = await route_event(self.host, kind.hook, view)
@@ -260,6 +284,8 @@ class EventPipeline:
                 await self.pool.call(robot.on_error, exc, event)
             except Exception:
                 log.exception("the robot's on_error hook failed too")
+            return exc
+        return None
 
     async def _maybe_debug_command(self, message: Message) -> bool:
         """The original ``$debug$`` chat command: code from chat, for listed admins only."""

@@ -78,6 +78,7 @@ __all__ = [
     "proof_matches",
     "server_proof",
     "unwrap_exec_response",
+    "valid_text",
 ]
 
 
@@ -433,7 +434,35 @@ def parse_event(data: Any, *, bot: str) -> BotEvent:
     ts = data.get("ts", 0)
     if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
         raise ProtocolError("event 'ts' must be a number (milliseconds since the epoch)")
-    return BotEvent(id=event_id, bot=bot, name=name, payload=payload, ts=float(ts))
+    return BotEvent(id=event_id, bot=bot, name=name, payload=valid_text(payload), ts=float(ts))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(value: Any) -> Any:
+    """``value`` with every lone UTF-16 surrogate in its strings (keys too) replaced by
+    U+FFFD.
+
+    A chat message can carry one (an emoji cut in half); JSON turns it into ``\\udXXX``, and
+    the ``str`` Python reads from that cannot be encoded as UTF-8, which broke every page
+    and stream that showed the event. The Node client already sends valid text; this is the
+    second line. Returns ``value`` itself when nothing had to change.
+    """
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value) if _SURROGATE.search(value) else value
+    if isinstance(value, dict):
+        fixed: dict[Any, Any] = {}
+        changed = False
+        for key, item in value.items():
+            new_key, new_item = valid_text(key), valid_text(item)
+            changed = changed or new_key is not key or new_item is not item
+            fixed[new_key] = new_item
+        return fixed if changed else value
+    if isinstance(value, list):
+        items = [valid_text(item) for item in value]
+        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+    return value
 
 
 def exec_request(code: str, args: Any, timeout: float) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .jobs import JobSet
 from .protocol import BotEvent
 from .routable import Routable
 from .types import (
@@ -76,6 +77,27 @@ class RobotBase(Routable):
 
     def get_name(self) -> str:
         return self.name
+
+    @property
+    def jobs(self) -> JobSet:
+        """This robot's scheduled jobs: ``@bot.every("1d", at="08:30")``, ``@bot.cron(...)``,
+        ``bot.schedule_once(when, func, *args)`` (see :mod:`MetaPuppet.jobs`)."""
+        jobs: JobSet | None = self.__dict__.get("_jobs")
+        if jobs is None:
+            jobs = self.__dict__["_jobs"] = JobSet()
+        return jobs
+
+    def every(self, interval: Any, **options: Any) -> Any:
+        """Decorator: run a function every ``interval`` (``"30s"``, ``"1d"``; ``at="08:30"``)."""
+        return self.jobs.every(interval, **options)
+
+    def cron(self, expression: str, **options: Any) -> Any:
+        """Decorator: run a function on a crontab schedule (``"0 9 * * 1-5"``: 9:00 Mon-Fri)."""
+        return self.jobs.cron(expression, **options)
+
+    def schedule_once(self, when: Any, func: Any, *args: Any, **options: Any) -> Any:
+        """Run ``func(ctx, *args)`` once at ``when`` (a datetime, ISO text, seconds)."""
+        return self.jobs.schedule_once(when, func, *args, **options)
 
     # ---------------------------------------------------------------- typed hooks
 

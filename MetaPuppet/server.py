@@ -9,8 +9,7 @@ The server builds its parts and wires them, one way:
   to the robot;
 * :class:`~MetaPuppet.web.WebHub`: web clients, the dashboard and the REST API.
 
-Its public methods delegate to those parts; what is left here is starting, stopping and
-the original project's names.
+Its public methods delegate to those parts; what is left here is starting and stopping.
 """
 
 from __future__ import annotations
@@ -19,23 +18,22 @@ import asyncio
 import inspect
 import logging
 import os
-import re
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import web
 
-from . import protocol, snippets
-from ._files import write_json
+from . import protocol, snapshots
+from ._files import SaveFailure
 from ._loop import LoopThread, on_loop, running_loop
 from ._sync import HandlerPool, sync_twin
 from .client import PuppetClient
 from .config import Config, load_config
-from .errors import AmbiguousBot, ConfigError, MetaPuppetError
+from .errors import AmbiguousBot, ConfigError
+from .ops import Ops, OpsAPI
 from .original import OriginalAPI
 from .pipeline import EventPipeline
 from .presence import ClientInfo, Presence
@@ -59,7 +57,7 @@ log = logging.getLogger("MetaPuppet.server")
 T = TypeVar("T")
 
 
-class SocketServerCore(OriginalAPI):
+class SocketServerCore(OpsAPI, OriginalAPI):
     """The MetaPuppet server.
 
     ``robot`` receives the events; ``num_async_threads`` sizes the thread pool for
@@ -152,11 +150,15 @@ class SocketServerCore(OriginalAPI):
         self.contacts = Contacts(self.client)
         #: dialogs in progress for the dashboard: a callable returning a list (docs/web.md)
         self.dialog_provider: Callable[[], Any] | None = None
+        #: the scheduler, proactive messages, plugins and metrics (ops.py)
+        self.ops = Ops(self)
         #: web clients: subscriptions, typed actions, the dashboard and the REST API
         self.web = WebHub(self, self.transport)
         install_api(self.web, self.app)
 
         self._shutdown_hooks: list[Callable[[], Any]] = []
+        #: what the last stop could not save (a read-only or full data directory)
+        self.unsaved: list[SaveFailure] = []
         self._previous_signal_handlers: dict[int, Any] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -259,8 +261,7 @@ class SocketServerCore(OriginalAPI):
 
     @property
     def server_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The event loop the server runs on (the original project's name)."""
-        return self._loop
+        return self._loop  # the event loop the server runs on (the original project's name)
 
     @property
     def url(self) -> str:
@@ -285,7 +286,7 @@ class SocketServerCore(OriginalAPI):
         self.transport.open(host)
         # open websockets would hold a graceful shutdown for a minute; clients reconnect
         runner = web.AppRunner(
-            self.app, handle_signals=False, access_log=None, shutdown_timeout=2.0
+            self.app, handle_signals=False, access_log=None, shutdown_timeout=self.shutdown_timeout
         )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
@@ -298,6 +299,7 @@ class SocketServerCore(OriginalAPI):
         self._runner = runner
         self.host = host
         self.port = _bound_port(site, port)
+        await self.ops.start()
         log.info("MetaPuppet server listening on %s", self.url)
 
     async def stop(self, handler_deadline: float = 5.0) -> None:
@@ -311,21 +313,27 @@ class SocketServerCore(OriginalAPI):
         if self._runner is None:
             return
         self.transport.accepting = False  # new connections and events are turned away
+        self.unsaved = []
         await self.pipeline.drain(handler_deadline)
         for hook in list(self._shutdown_hooks):
             try:
                 result = hook()
                 if inspect.isawaitable(result):
                     await asyncio.wait_for(result, handler_deadline)
-            except Exception:
+            except Exception as exc:
                 log.exception("shutdown hook %r failed", hook)
+                name = getattr(hook, "__qualname__", repr(hook))
+                self.unsaved.append(SaveFailure(f"shutdown hook {name}", None, str(exc)))
         closer = getattr(self.robot, "aclose", None)
         if closer is not None:
             try:
                 await closer()
             except Exception:
                 log.exception("closing the robot failed")
-        self.pipeline.close()
+        await self.ops.stop()
+        self.unsaved += self.pipeline.close()
+        if self.unsaved:
+            log.error("stopped, but could not save: %s", "; ".join(map(str, self.unsaved)))
         for site in list(self._runner.sites):
             await site.stop()
         await self.transport.disconnect_all()
@@ -347,7 +355,9 @@ class SocketServerCore(OriginalAPI):
         if self._loop_thread is None:
             # not a daemon: a script whose main thread ends after run() keeps serving, as
             # the original's did, until Ctrl-C, SIGTERM or shutdown()
-            self._loop_thread = LoopThread("metapuppet-server", daemon=False)
+            self._loop_thread = LoopThread(
+                "metapuppet-server", daemon=False, loop=self.config.event_loop
+            )
         self._loop_thread.submit(self.start(host, port)).result(30)
         if threading.current_thread() is threading.main_thread():
             self.install_signal_handlers()
@@ -535,28 +545,12 @@ class SocketServerCore(OriginalAPI):
         """Write the bot's contacts, rooms and room members to ``data_dir`` as JSON."""
         if self.data_dir is None:
             raise ConfigError("write_snapshot needs a data_dir")
-        name = bot or self.only_bot()
-        snapshot = await self.exec_snippet(snippets.SNAPSHOT, bot=name, timeout=120.0)
-        snapshot = {"bot": name, "taken_at": time.time(), **snapshot}
-        path = self.data_dir / f"snapshot-{_file_safe(name)}.json"
-        write_json(path, snapshot)
-        log.info(
-            "wrote %s: %d contacts, %d rooms",
-            path,
-            len(snapshot.get("contacts", [])),
-            len(snapshot.get("rooms", [])),
-        )
-        return path
+        return await snapshots.write_snapshot(self.client, self.data_dir, bot or self.only_bot())
 
     async def write_snapshots(self) -> list[Path]:
-        """A snapshot of every connected bot (a shutdown hook of `metapuppet serve`)."""
-        written = []
-        for name in self.bots:
-            try:
-                written.append(await self.write_snapshot(name))
-            except MetaPuppetError as exc:
-                log.warning("no snapshot for bot %r: %s", name, exc)
-        return written
+        """A snapshot of every connected bot (a shutdown hook of `metapuppet serve`); one
+        that cannot be written is noted in :attr:`unsaved`."""
+        return await snapshots.write_snapshots(self.client, self.data_dir, self.bots, self.unsaved)
 
     # ------------------------------------------------------------------ transport handlers
 
@@ -592,7 +586,3 @@ def _bound_port(site: web.TCPSite, asked: int) -> int:
     server = getattr(site, "_server", None)  # aiohttp 3.x internal; asked is the fallback
     sockets = getattr(server, "sockets", None) or []
     return int(sockets[0].getsockname()[1]) if sockets else asked
-
-
-def _file_safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "bot"

@@ -26,6 +26,8 @@ __all__ = [
     "MESSAGE_RECALL",
     "MESSAGE_TYPES",
     "MESSAGE_URL_LINK",
+    "MOCK_FRIEND",
+    "MOCK_SAY",
     "ROOM_ADD",
     "ROOM_ALIAS",
     "ROOM_ANNOUNCE_GET",
@@ -59,7 +61,8 @@ let thing
 switch (s.type) {
   case 'text': thing = s.text; break
   case 'file': thing = FileBox.fromBase64(s.base64, s.name); break
-  case 'file_url': thing = FileBox.fromUrl(s.url, { name: s.name }); break
+  // downloaded by the client under client.file_download (no private addresses, bounded)
+  case 'file_url': thing = await metapuppet.fileFromUrl(s.url, { name: s.name }); break
   case 'url': thing = new bot.UrlLink(s.payload); break
   case 'mini_program': thing = new bot.MiniProgram(s.payload); break
   case 'contact': {
@@ -248,6 +251,50 @@ return members.map((c) => ({
   id: c.id, name: c.payload?.name ?? '', alias: c.payload?.alias || null,
 }))
 """
+
+
+# ---------------------------------------------------------------------------- mock console
+# Only on the mock puppet (``mock`` is the Node client's MockKit there, null elsewhere): a
+# mocked contact, found by name or created, says something or asks to be a friend.
+
+_MOCK_CONTACT: Final = """
+if (mock === null || mock === undefined) throw new Error('the mock console needs the mock puppet')
+const me = bot.currentUser
+const known = (await bot.Contact.findAll({ name: args.name })).filter((c) => c.id !== me.id)
+const contactId = known.length > 0 ? known[0].id : mock.contact(args.name, args.payload)
+const contact = { id: contactId, name: args.name, created: known.length === 0 }
+"""
+
+MOCK_SAY: Final = (
+    _MOCK_CONTACT
+    + """
+let room = null
+if (args.room !== null) {
+  const found = (await bot.Room.findAll({ topic: args.room }))[0]
+  if (found === undefined) {
+    room = { id: mock.room(args.room, [contactId]), topic: args.room, created: true }
+  } else {
+    const members = (await found.memberAll()).map((m) => m.id)
+    if (!members.includes(contactId)) mock.roomJoin(found.id, [contactId], me.id)
+    room = { id: found.id, topic: args.room, created: false }
+  }
+}
+const mention = args.mention && room !== null
+const content = args.file !== null ? { file: args.file }
+  : { text: mention ? `@${me.name()}\u2005${args.text}` : args.text }
+const roomId = room === null ? null : room.id
+const messageId = mock.say(contactId, content, roomId, mention ? [me.id] : [])
+return { message_id: messageId, contact, room }
+"""
+)
+
+MOCK_FRIEND: Final = (
+    _MOCK_CONTACT
+    + """
+const friendshipId = mock.friendshipRequest(contactId, args.hello)
+return { friendship_id: friendshipId, contact }
+"""
+)
 
 
 # ---------------------------------------------------------------------------- capabilities

@@ -63,6 +63,18 @@ def test_doctor_passes_on_a_good_setup_and_explains_a_weak_token(tmp_path: Path)
     assert "✗ token strength (5 characters)" in weak.stdout and "fix:" in weak.stdout
 
 
+def test_doctor_knows_the_ilink_puppet_is_part_of_the_client(tmp_path: Path):
+    assert metapuppet("init", cwd=tmp_path).returncode == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["server"]["port"] = free_port()
+    config["puppet"] = {"name": "ilink"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    result = metapuppet("doctor", "--config", "config.json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "✓ puppet ilink (part of the Node client)" in result.stdout
+    assert "npm install ilink" not in result.stdout
+
+
 def test_serve_refuses_a_public_address_with_a_short_token(tmp_path: Path):
     (tmp_path / "config.json").write_text(
         json.dumps({"server": {"token": "short", "port": free_port()}})
@@ -87,6 +99,32 @@ def test_demo_once_plays_the_script_and_exits_zero():
         "bot → Alice: [Image]",
     ):
         assert line in result.stdout, result.stdout
+    assert time.monotonic() - started < 60
+
+
+def test_demo_on_ilink_scans_the_qr_code_and_plays_the_script():
+    started = time.monotonic()
+    result = metapuppet("demo", "--puppet", "ilink", "--once", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "6/6 steps passed" in out, out
+    qr = out.index("scan it with WeChat to log in:")
+    # the QR code drawn in the terminal (half blocks), then its link, then the phone's steps
+    assert "▀▀▀▀▀▀▀" in out[qr : qr + 4000] and "https://liteapp.weixin.qq.com/q/" in out
+    order = [
+        "scans it with WeChat",
+        "✓ scanned: WeChat asks to confirm",
+        "taps “confirm”",
+        "✓ logged in as",
+        "Alice → bot: Hello bot!",
+        "“typing…” shown while the robot worked",
+        "bot → Alice: [image]",
+        "bot messages left, open until",
+        "refused before anything was sent: the user has not written to the bot yet",
+        "Room.find: NotSupported",
+    ]
+    positions = [out.index(line) for line in order]
+    assert positions == sorted(positions), out
     assert time.monotonic() - started < 60
 
 

@@ -298,3 +298,29 @@ async def test_qr_login_through_an_expired_code_and_a_redirect():
         finally:
             await node.stop()
             await server.stop()
+
+
+async def test_hostile_answers_are_logged_per_message_and_nothing_valid_is_lost():
+    robot = Reverse()
+    async with mock_wechat(robot, puppet="ilink", timeout=90) as wx:
+        alice = await wx.contact("Alice")
+        node = wx.bot().node
+        assert node is not None
+        await alice.say("before")
+        assert (await alice.next_reply(timeout=10)).text == "erofeb"
+        for kind in ("wrong_types", "missing_fields", "bad_media_key", "garbage_media_key"):
+            alice.user.send_hostile(kind)
+        alice.user.send_hostile("many_items")  # 10,000 text items in one message
+        wx.sim.add_fault("getupdates", "huge_cursor")  # a 10 MB get_updates_buf
+        await alice.say("after")
+        replies: list[str] = []
+        deadline = time.monotonic() + 60
+        while "retfa" not in replies and time.monotonic() < deadline:
+            replies += [r.text for r in alice.pending_replies()]
+            await asyncio.sleep(0.2)
+        assert "retfa" in replies, f"the loop stopped; the client log ends with:\n{node.log_tail()}"
+        # the 10,000 items were one message, answered once within the budget, not 10,000 times
+        assert robot.handled.count("after") == 1 and len(robot.handled) < 20
+        log = node.log_tail(200)
+        assert "media" in log.lower() or "decrypt" in log.lower(), log  # the bad keys were named
+        assert wx.server.bots == ["mock-bot"]

@@ -400,3 +400,27 @@ async def test_views_are_accepted_wherever_an_id_is(server_factory):
         ("room", "team@chatroom", ["alice", "bob"]),
         ("contact", "alice", []),
     ]
+
+
+def test_the_event_loop_choice_is_checked_and_auto_takes_uvloop_when_installed():
+    import asyncio as _asyncio
+
+    from MetaPuppet._loop import loop_factory, run
+    from MetaPuppet.errors import ConfigError
+
+    assert loop_factory("asyncio") is _asyncio.new_event_loop
+    with pytest.raises(ConfigError, match="server.event_loop must be one of"):
+        loop_factory("tornado")
+
+    async def kind() -> str:
+        return type(_asyncio.get_running_loop()).__module__
+
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        assert run(kind(), "auto").startswith("asyncio")
+        with pytest.raises(ConfigError, match="not installed"):
+            loop_factory("uvloop")
+    else:
+        assert run(kind(), "auto").startswith("uvloop")
+    assert run(kind(), "asyncio").startswith("asyncio")

@@ -575,6 +575,8 @@ async def test_bots_show_the_qr_code_while_a_scan_is_needed(server, http):
     assert bot["scan"]["qr_image"].startswith("data:image/svg+xml;base64,")
     svg = base64.b64decode(bot["scan"]["qr_image"].split(",", 1)[1]).decode()
     assert svg.startswith("<svg") and "<script" not in svg
+    # a standalone SVG document: without its namespace an <img> shows nothing
+    assert 'xmlns="http://www.w3.org/2000/svg"' in svg.split(">", 1)[0]
     await server.handle_event(make_event("login", {"id": "me", "name": "Bot"}))
     bot = (await call(http, server, "GET", "/api/bots"))[1]["bots"][0]
     assert bot["logged_in"] is True and bot["scan"] is None and bot["user"]["name"] == "Bot"

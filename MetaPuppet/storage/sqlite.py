@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._files import private_file
 from .base import DEFAULT_LOCK_WAIT, BaseStorage, KeyLocks, StorageError, StorageKey
 
 __all__ = [
@@ -69,7 +70,12 @@ class SQLiteStorage(BaseStorage):
     ) -> None:
         self.path = str(path)
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            # dialog state holds message text: the file is 0600 in a 0700 folder, and SQLite
+            # gives its -wal and -shm files the database file's mode
+            try:
+                private_file(Path(self.path))
+            except OSError as exc:
+                raise StorageError(f"cannot create the SQLite store {self.path}: {exc}") from exc
         self.namespace = namespace
         self._clock = clock
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="metapuppet-sqlite")

@@ -27,7 +27,7 @@ from ..robot import RobotBase
 from ..server import SocketServerCore
 from ..sweet import SweetSocketServer
 from .ilink import ILinkSimulator
-from .ilink_kit import ILinkBot, ILinkContact, ILinkReply, ILinkWechat
+from .ilink_kit import ILinkBot, ILinkContact, ILinkReply, ILinkWechat, QrScanner
 from .kit import Kit, KitBot
 from .mock import DEFAULT_USER_NAME, MockBot, MockContact, MockRoom, MockWechat, SentMessage
 from .node import NodeClient, NodeClientError, find_client_dir, node_command
@@ -47,6 +47,7 @@ __all__ = [
     "MockWechat",
     "NodeClient",
     "NodeClientError",
+    "QrScanner",
     "SentMessage",
     "find_client_dir",
     "mock_wechat",
@@ -67,13 +68,16 @@ async def mock_wechat(
     puppet: str = "mock",
     simulator: ILinkSimulator | None = None,
     puppet_options: dict[str, Any] | None = None,
+    qr_scanner: QrScanner | None = None,
 ) -> AsyncIterator[Any]:
     """Start a server on a free loopback port and one logged-in bot per name in ``bots``.
 
     ``puppet="mock"`` (default) runs the bots on ``wechaty-puppet-mock``;
     ``puppet="ilink"`` runs them on MetaPuppet's own ilink puppet against an offline iLink
     simulator (``wx.sim``; pass ``simulator`` to configure your own, not started yet), the
-    kit scanning the QR code; ``puppet_options`` go to that puppet (``send_budget`` ...).
+    kit scanning the QR code; ``puppet_options`` go to that puppet (``send_budget`` ...);
+    ``qr_scanner(bot, qr)`` scans each QR code the puppet shows and returns the confirmed
+    account (default: the bot's owner scans and confirms at once; the demo shows the steps).
     Pass ``server`` to test your own server subclass (it must not
     be started yet; it gets a fresh random token when it has none). Everything started
     here is stopped on exit.
@@ -98,7 +102,7 @@ async def mock_wechat(
             sim = simulator if simulator is not None else ILinkSimulator()
             await sim.start()
             stack.push_async_callback(sim.stop)
-            wx = ILinkWechat(server, sim, log_level=log_level)
+            wx = ILinkWechat(server, sim, log_level=log_level, scanner=qr_scanner)
         else:
             wx = MockWechat(server, log_level=log_level)
         stack.push_async_callback(_stop_replacement, wx, server)

@@ -17,19 +17,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import mimetypes
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from ..errors import NotSupported
 from ..server import SocketServerCore
 from ..types import FileBox
-from .ilink import ILinkSimulator, WeChatUser
+from .ilink import BotAccount, ILinkSimulator, QrLogin, WeChatUser
 from .ilink import SentMessage as SimSentMessage
 from .kit import Kit, KitBot
 
-__all__ = ["ILinkBot", "ILinkContact", "ILinkReply", "ILinkWechat"]
+__all__ = ["ILinkBot", "ILinkContact", "ILinkReply", "ILinkWechat", "QrScanner"]
 
 CHANNEL = "ilink"
+
+#: scans one QR code the puppet showed and confirms the login: ``(bot, qr) -> account``
+QrScanner = Callable[["ILinkBot", QrLogin], Awaitable[BotAccount]]
 
 
 class ILinkReply:
@@ -140,10 +143,17 @@ class ILinkWechat(Kit[ILinkBot]):
     """The running kit on the ilink puppet: ``server``, ``sim``, one bot per account."""
 
     def __init__(
-        self, server: SocketServerCore, sim: ILinkSimulator, *, log_level: str = "warn"
+        self,
+        server: SocketServerCore,
+        sim: ILinkSimulator,
+        *,
+        log_level: str = "warn",
+        scanner: QrScanner | None = None,
     ) -> None:
         super().__init__(server, log_level=log_level)
         self.sim = sim
+        #: how a QR code gets scanned (None: the bot's owner scans and confirms at once)
+        self.scanner = scanner
 
     async def add_bot(
         self,
@@ -174,8 +184,11 @@ class ILinkWechat(Kit[ILinkBot]):
                 except TimeoutError:
                     continue
                 if qr.user_id is None:
-                    self.sim.scan(bot.owner, qr.qrcode)
-                    account = self.sim.confirm(qr.qrcode)
+                    if self.scanner is not None:
+                        account = await self.scanner(bot, qr)
+                    else:
+                        self.sim.scan(bot.owner, qr.qrcode)
+                        account = self.sim.confirm(qr.qrcode)
                     bot.bot_id = account.bot_id
                 await asyncio.sleep(0.05)
 

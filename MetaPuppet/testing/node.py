@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -13,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .._files import write_json
 from ..errors import MetaPuppetError
 
 __all__ = ["NodeClient", "NodeClientError", "find_client_dir", "node_command"]
@@ -76,13 +76,16 @@ class NodeClient:
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        self.config_path.write_text(json.dumps(self.config), encoding="utf-8")
+        # the config holds the token: 0600 in the kit's 0700 folder, whatever the umask
+        write_json(self.config_path, self.config)
         env = {k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")} | {
             "METAPUPPET_LOG_LEVEL": self.log_level,
             # the client stops by itself if this process is killed (no orphaned Node clients)
             "METAPUPPET_PARENT_PID": str(os.getpid()),
         }
-        log_file = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        descriptor = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(descriptor, 0o600)
+        log_file = os.fdopen(descriptor, "ab")
         try:
             self.process = await asyncio.create_subprocess_exec(
                 *node_command(self.client_dir, self.config_path),

@@ -29,6 +29,7 @@ from ..presence import ClientInfo, Presence
 from ..protocol import Capabilities
 from . import driver
 from .auth import Authenticator, describe
+from .codec import FastPacket
 from .fanout import DirectFanout
 from .guard import ConnectionGuard
 from .handshake import Handshakes, Pending
@@ -216,6 +217,7 @@ class SocketTransport:
         self.guard = ConnectionGuard(limits, alive=self._eio_alive, close_polling=self._close_eio)
         self.sio = _SocketIOServer(
             async_mode="aiohttp",
+            serializer=FastPacket,
             max_http_buffer_size=limits.max_message_bytes,
             cors_allowed_origins=self.guard.origin_allowed,
             logger=False,

@@ -17,7 +17,9 @@ from typing import Any, Final
 from ..errors import (
     AmbiguousBot,
     MetaPuppetError,
+    NotSupported,
     PuppetNotConnected,
+    SendWindowClosed,
     SnippetError,
     SnippetTimeout,
 )
@@ -102,10 +104,13 @@ def bot_field(params: Params) -> str | None:
     return string_field(params, "bot", max_length=MAX_BOT_NAME_LENGTH)
 
 
-def kind_field(params: Params, to: str) -> bool:
-    """True when ``to`` is a room: ``kind`` says so, or the id has WeChat's room ``@``."""
+def kind_field(params: Params, to: str, host: WebHost | None = None) -> bool:
+    """True when ``to`` is a room: ``kind`` says so, or the id has WeChat's room ``@`` on a
+    channel with rooms (iLink user ids contain an ``@`` too, and are contacts)."""
     kind = params.get("kind")
     if kind is None:
+        if host is not None and not host.capabilities(bot_field(params)).can("rooms"):
+            return False
         return "@" in to
     if kind not in ("contact", "room"):
         raise WebError("invalid_request", "'kind' must be 'contact' or 'room'")
@@ -148,6 +153,10 @@ def translate(exc: Exception) -> WebError:
         return WebError("bot_required", f"{exc}")
     if isinstance(exc, PuppetNotConnected):
         return WebError("bot_not_connected", f"{exc}")
+    if isinstance(exc, NotSupported):
+        return WebError("not_supported", f"{exc}")
+    if isinstance(exc, SendWindowClosed):
+        return WebError("send_window_closed", f"{exc}")
     if isinstance(exc, SnippetTimeout):
         return WebError("bot_timeout", f"{exc}")
     if isinstance(exc, SnippetError):
@@ -190,7 +199,7 @@ async def send_text(host: WebHost, params: Params) -> dict[str, Any]:
     to = string_field(params, "to", max_length=MAX_ID_LENGTH, required=True)
     text = string_field(params, "text", max_length=MAX_TEXT_LENGTH, required=True)
     assert to is not None
-    room = kind_field(params, to)
+    room = kind_field(params, to, host)
     message_id = await host.say(to, text, bot=bot_field(params), room=room)
     return {"message_id": message_id, "to": to, "kind": "room" if room else "contact"}
 
@@ -199,7 +208,7 @@ async def send_file(host: WebHost, params: Params) -> dict[str, Any]:
     check_fields(params, {"bot", "to", "kind", "file"}, {"to", "file"})
     to = string_field(params, "to", max_length=MAX_ID_LENGTH, required=True)
     assert to is not None
-    room = kind_field(params, to)
+    room = kind_field(params, to, host)
     box = file_field(params, host.config.max_message_bytes)
     message_id = await host.say(to, box, bot=bot_field(params), room=room)
     return {"message_id": message_id, "to": to, "kind": "room" if room else "contact"}

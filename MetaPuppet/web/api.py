@@ -26,9 +26,11 @@ from aiohttp import web
 from .actions import run_action
 from .auth import PERM_ACCEPT, PERM_READ, PERM_SEND, describe
 from .body import read_json_body
+from .channel_routes import CHANNEL_ROUTES
 from .errors import WebError
 from .filters import EventFilter
 from .openapi import build
+from .ops_api import OPS_ROUTES, install_metrics
 from .routes import Handler, Route
 
 if TYPE_CHECKING:
@@ -70,7 +72,13 @@ CONTENT_SECURITY_POLICY: Final = (
 # where the middleware leaves the caller's grant for the handler
 GRANT: Final[Any] = web.RequestKey("grant", object) if hasattr(web, "RequestKey") else "grant"
 AUTH_ERRORS: Final = ("auth_required", "invalid_token")
-BOT_ERRORS: Final = ("bot_required", "bot_error", "bot_not_connected", "bot_timeout")
+BOT_ERRORS: Final = (
+    "bot_required",
+    "bot_error",
+    "bot_not_connected",
+    "bot_timeout",
+    "not_supported",
+)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -354,6 +362,7 @@ ROUTES: Final[tuple[Route, ...]] = (
             "invalid_json",
             "invalid_request",
             "payload_too_large",
+            "send_window_closed",
             *BOT_ERRORS,
         ),
     ),
@@ -421,6 +430,8 @@ ROUTES: Final[tuple[Route, ...]] = (
         },
         errors=(*AUTH_ERRORS, "permission_denied", "invalid_request"),
     ),
+    # send budgets and the mock console (channel_routes.py)
+    *CHANNEL_ROUTES,
     Route(
         "GET",
         "/openapi.json",
@@ -432,6 +443,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         response_schema={"type": "object"},
         errors=(*AUTH_ERRORS, "invalid_request"),
     ),
+    *OPS_ROUTES,  # outbox, jobs, plugins, stats (ops_api.py)
 )
 
 
@@ -530,6 +542,7 @@ def install(hub: WebHub, app: web.Application) -> web.Application:
             route.method, route.path, _bind(hub, route.handler), name=route.operation_id
         )
     app.add_subapp("/api/", api)
+    install_metrics(hub, app)
     if hub.dashboard_enabled:
 
         async def index(request: web.Request) -> web.StreamResponse:

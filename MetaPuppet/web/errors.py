@@ -26,10 +26,13 @@ ERROR_CODES: dict[str, int] = {
     "permission_denied": 403,
     "not_found": 404,
     "method_not_allowed": 405,
+    "send_window_closed": 409,
     "payload_too_large": 413,
+    "not_supported": 422,
     "internal_error": 500,
     "bot_error": 502,
     "bot_not_connected": 503,
+    "outbox_full": 503,
     "bot_timeout": 504,
     "host_not_allowed": 421,
 }
@@ -45,10 +48,16 @@ ERROR_DESCRIPTIONS: dict[str, str] = {
     "permission_denied": "The token is valid but lacks the permission this call needs.",
     "not_found": "No such route under /api/.",
     "method_not_allowed": "The route exists but not with this HTTP method.",
+    "send_window_closed": "The channel's send budget does not allow this message now (iLink: "
+    "the user has not written, or the window after their message is used up or over); "
+    "nothing was sent.",
     "payload_too_large": "The request body is larger than the server accepts.",
+    "not_supported": "The bot's channel cannot do this (rooms on iLink, the mock console on "
+    "a real puppet); the message names the channel and what it lacks.",
     "internal_error": "The server failed; its log says why.",
     "bot_error": "The bot (the Node side) failed to carry out the call.",
     "bot_not_connected": "No puppet for the requested bot is connected.",
+    "outbox_full": "The queue of proactive messages is full (proactive.max_queued / max_per_chat).",
     "bot_timeout": "The bot did not answer in time.",
     "host_not_allowed": "The `Host` header names no name of this server (a DNS rebinding "
     "attempt, or a name missing from `server.allowed_hosts`).",

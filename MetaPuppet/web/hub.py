@@ -26,7 +26,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar
@@ -50,6 +50,7 @@ __all__ = [
     "EV_UNSUBSCRIBE",
     "FEED_SIZE",
     "MAX_SUBSCRIPTIONS",
+    "MAX_TALKERS",
     "RESERVED_EVENTS",
     "STREAM_QUEUE",
     "BotState",
@@ -75,6 +76,9 @@ DEFAULT_MAX_BODY_BYTES: Final = 16 * 1024 * 1024
 FEED_SIZE: Final = 200
 MAX_SUBSCRIPTIONS: Final = 32
 STREAM_QUEUE: Final = 256
+#: contacts remembered per bot as having written to it (the newest; for channels without a
+#: contact list, such as iLink, they are the contacts the dashboard can show)
+MAX_TALKERS: Final = 1000
 # ScanStatus values for which the QR code is worth showing (Unknown, Waiting, Scanned, Timeout)
 _SHOW_QR: Final = frozenset({0, 2, 3, 5})
 
@@ -113,22 +117,47 @@ class LiveStream:
 
 @dataclass
 class BotState:
-    """What the dashboard shows of one bot: login, QR code while a scan is needed."""
+    """What the dashboard shows of one bot: login, QR code while a scan is needed, why it
+    was logged out (an expired iLink session: "scan again"), who wrote to it."""
 
     bot: str
     logged_in: bool = False
     user: dict[str, Any] | None = None
     scan: dict[str, Any] | None = None
     last_event_at: float | None = None
+    logout: dict[str, Any] | None = None
+    #: contact id -> {id, name, last_message_at}, least recently active first
+    talkers: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
+
+    def talked(self, payload: Mapping[str, Any], at: float) -> None:
+        """A contact wrote to the bot directly (not in a room)."""
+        contact = payload.get("talkerId") or payload.get("fromId")
+        if not isinstance(contact, str) or not contact:
+            return
+        talker = payload.get("talker")
+        name = talker.get("name") if isinstance(talker, Mapping) else None
+        self.talkers.pop(contact, None)
+        self.talkers[contact] = {"id": contact, "name": name or contact, "last_message_at": at}
+        while len(self.talkers) > MAX_TALKERS:
+            self.talkers.popitem(last=False)
 
 
 @functools.lru_cache(maxsize=8)
 def qr_data_uri(text: str) -> str:
-    """The QR code of ``text`` as an SVG data URI (drawn here: no internet needed)."""
+    """The QR code of ``text`` as an SVG data URI (drawn here: no internet needed).
+
+    A standalone SVG document (with its ``xmlns``): an ``<img>`` does not render the
+    inline-HTML flavour of SVG.
+    """
+    import io
+
     import segno
 
-    svg = segno.make(text, error="m").svg_inline(scale=6, border=2, dark="#111", light="#fff")
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode("ascii")
+    svg = io.BytesIO()
+    segno.make(text, error="m").save(
+        svg, kind="svg", xmldecl=False, scale=6, border=2, dark="#111", light="#fff"
+    )
+    return "data:image/svg+xml;base64," + base64.b64encode(svg.getvalue()).decode("ascii")
 
 
 class WebHub:
@@ -347,12 +376,21 @@ class WebHub:
         state = self.bot_states.get(event.bot)
         if state is None:
             state = self.bot_states[event.bot] = BotState(event.bot)
-        state.last_event_at = time.time()
+        now = state.last_event_at = time.time()
         payload = event.payload
         if event.name == "login":
             state.logged_in, state.user, state.scan = True, dict(payload), None
+            state.logout = None
         elif event.name == "logout":
             state.logged_in, state.user = False, None
+            reason = payload.get("reason")
+            state.logout = {
+                "reason": reason if isinstance(reason, str) and reason else None,
+                "at": now,
+            }
+        elif event.name == "message":
+            if not payload.get("self") and not payload.get("roomId"):
+                state.talked(payload, now)
         elif event.name == "scan":
             status = payload.get("status")
             state.scan = {
@@ -406,7 +444,8 @@ class WebHub:
     # ------------------------------------------------------------------ dashboard data
 
     def bots(self) -> list[dict[str, Any]]:
-        """Every bot seen or connected: login state, the QR code while a scan is needed."""
+        """Every bot seen or connected: login state, the QR code while a scan is needed, why
+        it was logged out, its channel's capabilities and its puppet's state."""
         connected = self.host.bots
         puppets = {c["bot"]: c for c in self.host.list_clients() if c.get("role") == "puppet"}
         names = sorted(set(self.bot_states) | set(connected))
@@ -423,6 +462,7 @@ class WebHub:
                 scan["qr_image"] = (
                     qr_data_uri(qrcode) if qrcode and scan.get("status") in _SHOW_QR else None
                 )
+            capabilities = self.host.capabilities(name)
             answer.append(
                 {
                     "bot": name,
@@ -432,8 +472,34 @@ class WebHub:
                     "logged_in": logged_in,
                     "user": user,
                     "scan": scan,
+                    "logout": None if logged_in else state.logout,
+                    "channel": capabilities.channel,
+                    "capabilities": capabilities.to_wire(),
+                    "puppet": client.get("puppet"),
                     "last_heartbeat": client.get("last_heartbeat"),
                     "last_event_at": state.last_event_at,
+                }
+            )
+        return answer
+
+    def known_bot(self, bot: str) -> bool:
+        """Whether ``bot`` is connected or was seen since the server started."""
+        return bot in self.bot_states or bot in self.host.bots
+
+    def budgets(self, bot: str) -> list[dict[str, Any]]:
+        """The contacts who wrote to ``bot`` (newest first), each with its send budget
+        (None on channels without one)."""
+        state = self.bot_states.get(bot)
+        talkers = list(state.talkers.values()) if state is not None else []
+        answer = []
+        for talker in reversed(talkers):
+            budget = self.host.send_budget(bot, talker["id"])
+            answer.append(
+                {
+                    "contact": talker["id"],
+                    "name": talker["name"],
+                    "last_message_at": talker["last_message_at"],
+                    "budget": budget,
                 }
             )
         return answer

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import ERROR_CODES, ERROR_DESCRIPTIONS
+from .ops_schemas import OPS_SCHEMAS
 
 if TYPE_CHECKING:
     from .routes import Route
@@ -15,6 +16,7 @@ __all__ = [
     "NULLABLE_NUMBER",
     "NULLABLE_STRING",
     "OPENAPI_VERSION",
+    "PATH",
     "QUERY",
     "SCHEMAS",
     "build",
@@ -37,6 +39,12 @@ def _list_of(key: str, item: str) -> dict[str, Any]:
 
 NULLABLE_STRING: Final = {"type": ["string", "null"]}
 NULLABLE_NUMBER: Final = {"type": ["number", "null"]}
+_FLAG: Final = {"type": "boolean"}
+_CONTACT_REF: Final = {
+    "type": "object",
+    "required": ["id", "name"],
+    "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "created": _FLAG},
+}
 
 SCHEMAS: Final[dict[str, Any]] = {
     "Error": {
@@ -80,8 +88,158 @@ SCHEMAS: Final[dict[str, Any]] = {
                     "qr_image": {**NULLABLE_STRING, "description": "data:image/svg+xml URI"},
                 },
             },
+            "logout": {
+                "type": ["object", "null"],
+                "description": "Set after a logout until the next login: its reason (an "
+                "expired iLink session says so; scan the new QR code to log in again).",
+                "properties": {"reason": NULLABLE_STRING, "at": NULLABLE_NUMBER},
+            },
+            "channel": {"type": "string", "description": "mock, ilink, or the puppet's name."},
+            "capabilities": _ref("Capabilities"),
+            "puppet": {
+                "type": ["object", "null"],
+                "description": "The Node client's view of its puppet (from its heartbeat): "
+                "state starting | running | retrying | stopped, and a message such as "
+                "'cannot reach WeChat: ...; retrying in 8 s'.",
+                "properties": {
+                    "state": {"type": "string"},
+                    "message": NULLABLE_STRING,
+                    "retry_in_s": NULLABLE_NUMBER,
+                    "attempts": {"type": ["integer", "null"]},
+                },
+            },
             "last_heartbeat": NULLABLE_NUMBER,
             "last_event_at": NULLABLE_NUMBER,
+        },
+    },
+    "Capabilities": {
+        "type": "object",
+        "description": "What the bot's channel can do, as its puppet reports it "
+        "(docs/channels.md).",
+        "required": ["channel", "send_budget"],
+        "properties": {
+            "channel": {"type": "string"},
+            **{
+                flag: _FLAG
+                for flag in (
+                    "rooms",
+                    "friendships",
+                    "contact_list",
+                    "files",
+                    "recall",
+                    "typing",
+                    "url_links",
+                    "mini_programs",
+                    "contact_cards",
+                    "alias",
+                )
+            },
+            "send_budget": {
+                "type": ["object", "null"],
+                "properties": {
+                    "user_first": _FLAG,
+                    "per_user_message": {"type": "integer"},
+                    "window_s": {"type": "number"},
+                },
+            },
+        },
+    },
+    "Budget": {
+        "type": "object",
+        "description": "What may be sent to one contact now (`server.send_budget`).",
+        "required": ["contact", "open", "remaining", "closes_at", "reason"],
+        "properties": {
+            "contact": {"type": "string"},
+            "open": _FLAG,
+            "remaining": {"type": ["integer", "null"]},
+            "closes_at": {**NULLABLE_NUMBER, "description": "Epoch seconds."},
+            "opened_at": NULLABLE_NUMBER,
+            "opened_by": {**NULLABLE_STRING, "description": "The user message that opened it."},
+            "sent": {"type": "integer"},
+            "reason": {**NULLABLE_STRING, "description": "Why nothing may be sent, if so."},
+            "rules": {"type": "object"},
+        },
+    },
+    "BudgetAnswer": {
+        "type": "object",
+        "required": ["bot", "contact", "channel", "budget"],
+        "properties": {
+            "bot": {"type": "string"},
+            "contact": {"type": "string"},
+            "channel": {"type": "string"},
+            "budget": {"oneOf": [_ref("Budget"), {"type": "null"}]},
+        },
+    },
+    "BudgetList": {
+        "type": "object",
+        "required": ["bot", "channel", "budgets"],
+        "properties": {
+            "bot": {"type": "string"},
+            "channel": {"type": "string"},
+            "budgets": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["contact", "name", "last_message_at", "budget"],
+                    "properties": {
+                        "contact": {"type": "string"},
+                        "name": {"type": "string"},
+                        "last_message_at": {"type": "number"},
+                        "budget": {"oneOf": [_ref("Budget"), {"type": "null"}]},
+                    },
+                },
+            },
+        },
+    },
+    "MockSayRequest": {
+        "type": "object",
+        "description": "Give exactly one of `text` and `file`.",
+        "required": ["as"],
+        "additionalProperties": False,
+        "properties": {
+            "as": {"type": "string", "description": "The mocked contact's name."},
+            "text": {"type": "string", "maxLength": 20000},
+            "file": {
+                "type": "object",
+                "required": ["name", "base64"],
+                "additionalProperties": False,
+                "properties": {"name": {"type": "string"}, "base64": {"type": "string"}},
+            },
+            "room": {"type": "string", "description": "Say it in this room (by topic)."},
+            "mention": {**_FLAG, "description": "In a room: @-mention the bot."},
+            "bot": {"type": "string", "description": "Needed when several bots are connected."},
+        },
+    },
+    "MockSayResult": {
+        "type": "object",
+        "required": ["bot", "message_id", "contact", "room"],
+        "properties": {
+            "bot": {"type": "string"},
+            "message_id": NULLABLE_STRING,
+            "contact": _CONTACT_REF,
+            "room": {
+                "type": ["object", "null"],
+                "properties": {"id": {"type": "string"}, "topic": {"type": "string"}},
+            },
+        },
+    },
+    "MockFriendRequest": {
+        "type": "object",
+        "required": ["as"],
+        "additionalProperties": False,
+        "properties": {
+            "as": {"type": "string", "description": "The mocked contact's name."},
+            "hello": {"type": "string", "description": "The request's greeting."},
+            "bot": {"type": "string"},
+        },
+    },
+    "MockFriendResult": {
+        "type": "object",
+        "required": ["bot", "friendship_id", "contact"],
+        "properties": {
+            "bot": {"type": "string"},
+            "friendship_id": {"type": "string"},
+            "contact": _CONTACT_REF,
         },
     },
     "Contact": {
@@ -126,6 +284,7 @@ SCHEMAS: Final[dict[str, Any]] = {
             "connected_at": {"type": "number"},
             "last_heartbeat": NULLABLE_NUMBER,
             "logged_in_as": {"type": ["object", "null"]},
+            "puppet": {"type": ["object", "null"]},
         },
     },
     "Event": {
@@ -151,7 +310,8 @@ SCHEMAS: Final[dict[str, Any]] = {
             "kind": {
                 "type": "string",
                 "enum": ["contact", "room"],
-                "description": "Default: room when `to` contains '@', else contact.",
+                "description": "Default: room when `to` contains '@' and the channel has rooms, "
+                "else contact.",
             },
             "text": {"type": "string", "maxLength": 20000},
             "file": {
@@ -177,6 +337,7 @@ SCHEMAS: Final[dict[str, Any]] = {
         "additionalProperties": False,
         "properties": {"bot": {"type": "string"}},
     },
+    **OPS_SCHEMAS,
 }
 
 QUERY: Final[dict[str, dict[str, Any]]] = {
@@ -196,7 +357,23 @@ QUERY: Final[dict[str, dict[str, Any]]] = {
 }
 
 
+PATH: Final[dict[str, str]] = {
+    "bot": "The bot's name.",
+    "contact": "A contact id (URL-encoded; iLink ids contain '@').",
+    "room": "A room id.",
+    "friendship": "The friend request's id (from its `friendship` event).",
+}
+
+
 def _parameter(name: str, where: str = "query") -> dict[str, Any]:
+    if where == "path":
+        return {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "description": PATH.get(name, ""),
+            "schema": {"type": "string"},
+        }
     spec = QUERY.get(name, {})
     return {
         "name": name,

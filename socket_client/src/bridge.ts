@@ -20,12 +20,17 @@
  * - Reconnects by hand, for as long as it runs, with `reconnectDelay` (exponential, capped,
  *   jittered); Socket.IO's own reconnection is off (its backoff degrades to 0 ms after ~1000
  *   attempts, and it does not retry after a refusal or a server-side disconnect anyway).
+ * - Poison events: an event whose frame would be over the server's limit (`WireLimit`, learned
+ *   from the Engine.IO handshake) would close the connection every time it is re-sent, and block
+ *   every event behind it. It goes to the dead letters file instead, with an `error` event
+ *   (`EventTooLarge`) naming it; so does one larger than the whole outbox.
  * - Client heartbeats are sent only while connected and never stored.
  * - Answers `exec` (run a snippet), `echo` (raw round trip) and `control` through their acks.
  */
 import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client'
 import { randomUUID } from 'node:crypto'
 import { reconnectDelay } from './backoff.js'
+import type { DeadLetterReason, DeadLetters } from './deadletters.js'
 import { fromThrown } from './executor.js'
 import type { Logger } from './log.js'
 import { Outbox, type OutboxEntry } from './outbox.js'
@@ -44,6 +49,7 @@ import {
   type ExecResponse,
   type JsonObject,
 } from './protocol.js'
+import { FRAME_OVERHEAD_BYTES as FRAME_OVERHEAD, WireLimit } from './wirelimit.js'
 
 export interface ExecRunner {
   run(req: unknown): Promise<ExecResponse>
@@ -81,6 +87,10 @@ export interface BridgeOptions {
   replaceExisting?: boolean
   /** How long the server gets for each step of the handshake (default 10 000 ms). */
   handshakeTimeoutMs?: number
+  /** The server's frame limit; updated from every handshake. Default: 64 MiB until told. */
+  wireLimit?: WireLimit
+  /** Where undeliverable (oversized) events go; default: logged only. */
+  deadLetters?: DeadLetters
   /** Randomness of the reconnect jitter (tests). */
   random?: () => number
   /** Extra socket.io-client options (tests). */
@@ -102,11 +112,13 @@ export class Bridge {
     deferred: 0,
     ackTimeouts: 0,
     connects: 0,
+    deadLettered: 0,
     /** Servers that could not prove they hold the token. */
     impostors: 0,
     /** Refusals because another client has the bot. */
     botTaken: 0,
   }
+  readonly wireLimit: WireLimit
   /** The last reconnect delays (ms), newest last, at most 50. */
   readonly retryDelays: number[] = []
 
@@ -131,11 +143,13 @@ export class Bridge {
   private handshakeTimer: NodeJS.Timeout | undefined
   /** Socket.IO connects so far: a late answer from an earlier one is ignored. */
   private attempt = 0
+  private readonly watchedEngines = new WeakSet<object>()
 
   constructor(private readonly options: BridgeOptions) {
     this.outbox =
       options.outbox ?? new Outbox({ path: null, maxEvents: 10_000, maxBytes: 64 * 1024 * 1024, log: options.log })
     this.ackTimeoutMs = options.ackTimeoutMs ?? 30_000
+    this.wireLimit = options.wireLimit ?? new WireLimit()
     this.handshakeTimeoutMs = options.handshakeTimeoutMs ?? 10_000
     // A function: socket.io-client calls it for every (re)connect, so every attempt gets a fresh nonce.
     const auth = (cb: (data: object) => void): void => {
@@ -169,7 +183,7 @@ export class Bridge {
   /** Starts connecting (and retrying) in the background. */
   start(): void {
     this.closed = false
-    this.socket.connect()
+    this.connectNow()
     if (this.options.heartbeatMs > 0) {
       this.heartbeatTimer = setInterval(() => this.clientHeartbeat(), this.options.heartbeatMs)
       this.heartbeatTimer.unref()
@@ -185,7 +199,17 @@ export class Bridge {
       if (this.connected) this.socket.volatile.emit(WIRE.event, envelope)
       return
     }
-    const entry = this.outbox.add(envelope)
+    const json = JSON.stringify(envelope)
+    const bytes = Buffer.byteLength(json)
+    if (this.wireLimit.tooLarge(bytes)) {
+      this.deadLetter(envelope, json, 'too_large_for_server', bytes)
+      return
+    }
+    if (Outbox.lineBytes(bytes) > this.outbox.maxBytes) {
+      this.deadLetter(envelope, json, 'too_large_for_outbox', bytes)
+      return
+    }
+    const entry = this.outbox.add(envelope, json)
     if (entry !== undefined && entry.sentOn === 0 && this.connected) this.transmit(entry)
   }
 
@@ -208,7 +232,47 @@ export class Bridge {
     this.outbox.close()
   }
 
+  /**
+   * Moves an event that can never be delivered to the dead letters and tells the server with an
+   * `error` event naming it; the events behind it go on.
+   */
+  private deadLetter(envelope: EventEnvelope, json: string | undefined, reason: DeadLetterReason, jsonBytes: number): void {
+    this.stats.deadLettered++
+    const server = reason === 'too_large_for_server'
+    const size = server ? jsonBytes + FRAME_OVERHEAD : Outbox.lineBytes(jsonBytes)
+    const limit = server ? this.wireLimit.bytes : this.outbox.maxBytes
+    const file = this.options.deadLetters?.add({ reason, envelope, json, size, limit }) ?? null
+    const what = server
+      ? `the server's frame limit of ${this.wireLimit.describe()}`
+      : `the outbox's limit of ${limit} bytes (client.outbox_max_bytes)`
+    const message =
+      `event ${envelope.id} (${envelope.name}, about ${size} bytes) is larger than ${what}: it is not sent; ` +
+      (file === null ? 'it is dropped (no dead letters file)' : `it is kept in the dead letters file ${file}`)
+    this.options.log.error('%s', message)
+    if (envelope.name === 'error') return // never an error about an error
+    this.send({
+      id: randomUUID(),
+      bot: this.options.botName,
+      name: 'error',
+      payload: {
+        name: 'EventTooLarge',
+        message,
+        stack: null,
+        event: { id: envelope.id, name: envelope.name, size, limit },
+        dead_letter: file,
+      },
+      ts: Date.now(),
+    })
+  }
+
   private transmit(entry: OutboxEntry): void {
+    // The limit may be lower than when the event was queued (a new server, or one loaded from the file).
+    const jsonBytes = entry.bytes - Outbox.lineBytes(0)
+    if (this.wireLimit.tooLarge(jsonBytes)) {
+      this.outbox.remove(entry.envelope.id)
+      this.deadLetter(entry.envelope, undefined, 'too_large_for_server', jsonBytes)
+      return
+    }
     if (entry.sentOn !== 0) this.stats.resent++
     this.stats.sent++
     const connection = this.connection
@@ -505,7 +569,22 @@ export class Bridge {
     this.options.log.debug('next connection attempt in %d ms (backoff step %d)', delay, this.backoffAttempt)
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined
-      if (!this.closed && !this.socket.connected) this.socket.connect()
+      if (!this.closed && !this.socket.connected) this.connectNow()
     }, delay)
+  }
+
+  /** Connects, and reads the server's frame limit from the Engine.IO handshake of that attempt. */
+  private connectNow(): void {
+    this.socket.connect()
+    const engine = this.socket.io.engine as { on?: (event: string, listener: (data: unknown) => void) => void } | undefined
+    if (engine === undefined || typeof engine.on !== 'function' || this.watchedEngines.has(engine)) return
+    this.watchedEngines.add(engine)
+    engine.on('handshake', (data: unknown) => {
+      const before = this.wireLimit.bytes
+      const announced = (data as { maxPayload?: unknown } | null)?.maxPayload
+      if (this.wireLimit.learn(announced) && this.wireLimit.bytes !== before) {
+        this.options.log.info('the server accepts frames of up to %d bytes; larger events go to the dead letters', this.wireLimit.bytes)
+      }
+    })
   }
 }

@@ -7,6 +7,7 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
+import { DEFAULT_DOWNLOAD_POLICY, type DownloadPolicy } from './download.js'
 import { MAX_BOT_NAME_LENGTH } from './protocol.js'
 
 export interface MetaPuppetConfig {
@@ -19,6 +20,11 @@ export interface MetaPuppetConfig {
     bot_tokens: Record<string, string>
     /** server.data_dir, MetaPuppet's data directory (shared with the Python side); absolute once loaded. */
     data_dir: string
+    /**
+     * The server's frame limit (bytes of one encoded Socket.IO frame), used until the server
+     * announces its own in the Engine.IO handshake (see wirelimit.ts).
+     */
+    max_message_bytes: number
   }
   client: {
     url: string | null
@@ -52,6 +58,17 @@ export interface MetaPuppetConfig {
      * hand-over). Off: the server refuses this client while the other one is connected and answers.
      */
     replace_existing: boolean
+    /**
+     * JSONL file for events that can never be delivered (too large); null: only logged. Default:
+     * `dead-letters.jsonl` beside the outbox file, else in the data directory. Absolute once loaded.
+     */
+    dead_letter_path: string | null
+    /** Bound of the dead letters file; the oldest records go first. */
+    dead_letter_max_bytes: number
+    /** `FileBox.from_url` downloads: which hosts, how large, how long (download.ts). */
+    file_download: DownloadPolicy
+    /** A snippet past its timeout that blocks the client this long is stopped (watchdog.ts); 0 turns it off. */
+    snippet_stall_ms: number
   }
   puppet: { name: string; token: string | null; options: Record<string, unknown> }
   mock: { user_name: string }
@@ -100,7 +117,7 @@ export const MOCK_PUPPET_NAMES: readonly string[] = ['wechaty-puppet-mock', 'moc
 
 export function defaultConfig(): MetaPuppetConfig {
   return {
-    server: { host: '127.0.0.1', port: 8080, token: null, puppet_token: null, bot_tokens: {}, data_dir: 'data' },
+    server: { host: '127.0.0.1', port: 8080, token: null, puppet_token: null, bot_tokens: {}, data_dir: 'data', max_message_bytes: 64 * 1024 * 1024 },
     client: {
       url: null,
       bot: 'metapuppet',
@@ -118,6 +135,10 @@ export function defaultConfig(): MetaPuppetConfig {
       puppet_retry_delay_max_ms: 60_000,
       error_repeat_ms: 60_000,
       replace_existing: false,
+      dead_letter_path: null,
+      dead_letter_max_bytes: 128 * 1024 * 1024,
+      file_download: { ...DEFAULT_DOWNLOAD_POLICY, allowHosts: [] },
+      snippet_stall_ms: 3_000,
     },
     puppet: { name: 'wechaty-puppet-mock', token: null, options: {} },
     mock: { user_name: 'MetaPuppet Bot' },
@@ -164,8 +185,9 @@ export function loadConfig(options: LoadOptions = {}): ResolvedConfig {
   const configPath = findConfigFile(cli.configPath, env, cwd)
   config.base_dir = configPath === null ? cwd : dirname(configPath)
   let memoryCard: string | null | undefined
+  let deadLetters: string | null | undefined
   if (configPath !== null) {
-    memoryCard = mergeFile(config, readJsonFile(configPath), configPath)
+    ;({ memoryCard, deadLetters } = mergeFile(config, readJsonFile(configPath), configPath))
   }
   applyEnv(config, env, cwd)
   // Like the Python side: relative to the config file's folder (or the working one), env or not.
@@ -173,6 +195,10 @@ export function loadConfig(options: LoadOptions = {}): ResolvedConfig {
   const isMock = MOCK_PUPPET_NAMES.includes(config.puppet.name)
   config.client.memory_card =
     memoryCard !== undefined ? memoryCard : isMock ? null : defaultMemoryCard(config.server.data_dir, config.client.bot)
+  config.client.dead_letter_path =
+    deadLetters !== undefined
+      ? deadLetters
+      : join(config.client.outbox_path === null ? config.server.data_dir : dirname(config.client.outbox_path), 'dead-letters.jsonl')
 
   if (config.client.bot.trim() === '' || config.client.bot.length > MAX_BOT_NAME_LENGTH) {
     throw new ConfigError(`client.bot must be a non-empty name of at most ${MAX_BOT_NAME_LENGTH} characters (the server refuses longer ones)`)
@@ -240,8 +266,14 @@ function nonEmpty(value: string | undefined): string | null {
   return value === undefined || value.trim() === '' ? null : value
 }
 
-/** Merges the file into `config`; returns `client.memory_card` as the file gives it (undefined: not set). */
-function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): string | null | undefined {
+/** Paths whose default depends on other keys, as the file gives them (undefined: not set). */
+interface FilePaths {
+  memoryCard: string | null | undefined
+  deadLetters: string | null | undefined
+}
+
+/** Merges the file into `config`; returns the paths whose default depends on other keys. */
+function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): FilePaths {
   const bad = (key: string, expected: string, got: unknown): never => {
     const shown = key.endsWith('token') ? typeof got : JSON.stringify(got)
     throw new ConfigError(`config file ${path}: ${key} must be ${expected} (got ${shown})`)
@@ -289,6 +321,8 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): strin
     }
   }
   config.server.data_dir = str(server, 'server', 'data_dir', false) ?? config.server.data_dir
+  config.server.max_message_bytes =
+    int(server, 'server', 'max_message_bytes', 1024, 2 ** 40) ?? config.server.max_message_bytes
 
   const client = section('client')
   const url = str(client, 'client', 'url', true)
@@ -323,6 +357,36 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): strin
     if (typeof replace !== 'boolean') bad('client.replace_existing', 'true or false', replace)
     config.client.replace_existing = replace as boolean
   }
+  const deadLetters = str(client, 'client', 'dead_letter_path', true)
+  config.client.dead_letter_max_bytes =
+    int(client, 'client', 'dead_letter_max_bytes', 1024, 2 ** 40) ?? config.client.dead_letter_max_bytes
+  config.client.snippet_stall_ms = int(client, 'client', 'snippet_stall_ms', 0, day) ?? config.client.snippet_stall_ms
+  const download = client.file_download
+  if (download !== undefined && download !== null) {
+    if (!isObject(download)) bad('client.file_download', 'an object', download)
+    const d = download as Obj
+    const known = ['allow_hosts', 'allow_private', 'max_bytes', 'connect_timeout_ms', 'read_timeout_ms', 'max_redirects']
+    for (const key of Object.keys(d)) {
+      if (!known.includes(key)) bad(`client.file_download.${key}`, `one of ${known.join(', ')} (unknown key)`, key)
+    }
+    const policy = config.client.file_download
+    const hosts = d.allow_hosts
+    if (hosts !== undefined) {
+      if (!Array.isArray(hosts) || !hosts.every((h) => typeof h === 'string' && h.trim() !== '')) {
+        bad('client.file_download.allow_hosts', 'a list of host names, addresses or CIDR ranges', hosts)
+      }
+      policy.allowHosts = (hosts as string[]).map((h) => h.trim())
+    }
+    if (d.allow_private !== undefined) {
+      if (typeof d.allow_private !== 'boolean') bad('client.file_download.allow_private', 'true or false', d.allow_private)
+      policy.allowPrivate = d.allow_private as boolean
+    }
+    const sect = 'client.file_download'
+    policy.maxBytes = int(d, sect, 'max_bytes', 1, 2 ** 40) ?? policy.maxBytes
+    policy.connectTimeoutMs = int(d, sect, 'connect_timeout_ms', 1, day) ?? policy.connectTimeoutMs
+    policy.readTimeoutMs = int(d, sect, 'read_timeout_ms', 1, day) ?? policy.readTimeoutMs
+    policy.maxRedirects = int(d, sect, 'max_redirects', 0, 100) ?? policy.maxRedirects
+  }
 
   const puppet = section('puppet')
   config.puppet.name = str(puppet, 'puppet', 'name', false) ?? config.puppet.name
@@ -351,7 +415,9 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): strin
   if (config.client.puppet_retry_delay_max_ms < config.client.puppet_retry_delay_ms) {
     config.client.puppet_retry_delay_max_ms = config.client.puppet_retry_delay_ms
   }
-  return memoryCard === undefined || memoryCard === null ? memoryCard : resolve(dirname(path), memoryCard)
+  const relative = (value: string | null | undefined): string | null | undefined =>
+    value === undefined || value === null ? value : resolve(dirname(path), value)
+  return { memoryCard: relative(memoryCard), deadLetters: relative(deadLetters) }
 }
 
 function applyEnv(config: MetaPuppetConfig, env: NodeJS.ProcessEnv, cwd: string): void {

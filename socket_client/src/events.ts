@@ -34,7 +34,7 @@ import {
   type RoomTopicEventPayload,
   type ScanEventPayload,
 } from './protocol.js'
-import { toWire } from './serialize.js'
+import { toWire, wellFormedDeep } from './serialize.js'
 
 export interface AttachEventsOptions {
   bot: Wechaty
@@ -90,7 +90,8 @@ export function attachEvents(options: AttachEventsOptions): () => void {
     const ts = Date.now()
     chain = chain
       .then(build)
-      .then((payload) => emit({ id, bot: botName, name, payload, ts }))
+      // Text from the puppet is made valid here: a lone UTF-16 surrogate (a cut emoji) becomes U+FFFD.
+      .then((payload) => emit({ id, bot: botName, name, payload: wellFormedDeep(payload), ts }))
       .catch((e: unknown) => log.warn('could not forward %s event: %s', name, errorText(e)))
       .finally(after)
   }
@@ -243,7 +244,9 @@ async function messagePayload(
   contactRef: (c: Contact | undefined) => Promise<ContactRef>,
 ): Promise<MessageEventPayload> {
   const raw = (message.payload ?? { id: message.id }) as unknown as Record<string, unknown>
-  const base = (await toWire(raw)) as JsonObject
+  // No size cap here: the bridge measures the envelope in bytes against the server's limit
+  // and moves one that is too large to the dead letters, with an error event naming it.
+  const base = (await toWire(raw, Number.MAX_SAFE_INTEGER)) as JsonObject
   const talker = await lookup(() => message.talker(), undefined)
   const room = await lookup(() => message.room(), undefined)
   const type = typeof raw.type === 'number' ? raw.type : types.Message.Unknown

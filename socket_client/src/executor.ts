@@ -1,10 +1,19 @@
 /**
  * Compiles and runs snippets sent by the server (`exec`).
  *
- * A snippet is the body of an async function that sees `bot, args, FileBox, log, mocker, mock`.
- * It is compiled once with esbuild (TypeScript accepted; syntax errors rejected with a
- * position inside the snippet) and cached by its text, so a repeated snippet costs one Map
- * lookup. Caller data travels in `args`, never formatted into `code`.
+ * A snippet is the body of an async function that sees `bot, args, FileBox, log, mocker, mock,
+ * metapuppet`. It is compiled once with esbuild (TypeScript accepted; syntax errors rejected
+ * with a position inside the snippet) and cached by its text, so a repeated snippet costs one
+ * Map lookup. Caller data travels in `args`, never formatted into `code`.
+ *
+ * `metapuppet` is per call: `{signal, fileFromUrl(url, {name})}`. `signal` is aborted when the
+ * call ends (answered or timed out); `fileFromUrl` downloads under the download policy
+ * (download.ts) and stops at that signal.
+ *
+ * Snippets start in a microtask of their own and are watched (watchdog.ts): one that never
+ * yields is stopped at its timeout instead of stalling the bot. A result is capped in bytes of
+ * its JSON by the server's frame limit (`maxResultBytes`): a larger one fails that call, not the
+ * connection.
  */
 import { transformSync, type Message as EsbuildMessage } from 'esbuild'
 import { FileBox } from 'file-box'
@@ -19,6 +28,16 @@ import {
   type WireError,
 } from './protocol.js'
 import { DEFAULT_MAX_JSON_BYTES, toWire } from './serialize.js'
+import { fileBoxFromUrl, type DownloadPolicy, type ResolvedAddress } from './download.js'
+import type { SnippetWatchdog } from './watchdog.js'
+
+/** What every snippet gets as `metapuppet`, one per call. */
+export interface SnippetHelpers {
+  /** Aborted when the call ends (answered or timed out). */
+  signal: AbortSignal
+  /** Downloads a URL under the download policy into a FileBox; stops when the call ends. */
+  fileFromUrl(url: string, options?: { name?: string | null }): Promise<FileBox>
+}
 
 export type SnippetFunction = (
   bot: Wechaty | null,
@@ -27,6 +46,7 @@ export type SnippetFunction = (
   log: Logger,
   mocker: unknown,
   mock: unknown,
+  metapuppet: SnippetHelpers,
 ) => Promise<unknown>
 
 export interface ExecutorOptions {
@@ -38,13 +58,19 @@ export interface ExecutorOptions {
   mock?: unknown
   /** How many compiled snippets to keep (least recently used are dropped first). */
   cacheSize?: number
-  /** Cap on the JSON size of one result. */
-  maxResultBytes?: number
+  /** Cap on the bytes of JSON of one result; a function is asked at every call (the server's limit). */
+  maxResultBytes?: number | (() => number)
+  /** Stops snippets that never yield; without one such a snippet blocks the client. */
+  watchdog?: SnippetWatchdog
+  /** The policy of `metapuppet.fileFromUrl` (download.ts). */
+  download?: Partial<DownloadPolicy>
+  /** Name resolution for downloads (tests). */
+  resolve?: (host: string) => Promise<ResolvedAddress[]>
   /** The `log` snippets see; default: `log` limited to 100 lines per second (see rateLimitedLogger). */
   snippetLog?: Logger
 }
 
-const PARAMS = 'bot, args, FileBox, log, mocker, mock'
+const PARAMS = 'bot, args, FileBox, log, mocker, mock, metapuppet'
 const WRAPPER_HEAD = `async function __snippet(${PARAMS}) {\n`
 const WRAPPER_TAIL = '\n}\n'
 /** Lines the wrapper adds before the snippet's first line. */
@@ -62,7 +88,11 @@ export class Executor {
   private readonly mocker: unknown
   private readonly mock: unknown
   private readonly cacheSize: number
-  private readonly maxResultBytes: number
+  private readonly maxResultBytes: () => number
+  private readonly watchdog: SnippetWatchdog | undefined
+  private readonly download: Partial<DownloadPolicy>
+  private readonly resolve: ((host: string) => Promise<ResolvedAddress[]>) | undefined
+  private calls = 0
 
   constructor(options: ExecutorOptions) {
     this.bot = options.bot
@@ -71,7 +101,11 @@ export class Executor {
     this.mocker = options.mocker ?? null
     this.mock = options.mock ?? null
     this.cacheSize = Math.max(1, options.cacheSize ?? 1000)
-    this.maxResultBytes = options.maxResultBytes ?? DEFAULT_MAX_JSON_BYTES
+    const cap = options.maxResultBytes ?? DEFAULT_MAX_JSON_BYTES
+    this.maxResultBytes = typeof cap === 'function' ? cap : () => cap
+    this.watchdog = options.watchdog
+    this.download = options.download ?? {}
+    this.resolve = options.resolve
   }
 
   /** Runs one exec request. Never rejects: every failure is an `{ok: false, error}` response. */
@@ -126,36 +160,64 @@ export class Executor {
 
   private invoke(fn: SnippetFunction, args: unknown, timeoutMs: number): Promise<ExecResponse> {
     return new Promise<ExecResponse>((resolve) => {
+      const call = ++this.calls
+      const deadline = Date.now() + timeoutMs
+      const watchdog = this.watchdog
+      const controller = new AbortController()
+      const helpers: SnippetHelpers = {
+        signal: controller.signal,
+        fileFromUrl: (url, options) =>
+          fileBoxFromUrl(String(url), options?.name ?? null, { policy: this.download, signal: controller.signal, resolve: this.resolve }),
+      }
       let settled = false
       const finish = (response: ExecResponse): void => {
         if (settled) return
         settled = true
         clearTimeout(timer)
+        watchdog?.untrack(call)
+        controller.abort()
         resolve(response)
       }
       const timer = setTimeout(() => {
-        finish(errorResponse('timeout', 'SnippetTimeout', `snippet did not finish within ${timeoutMs} ms`))
+        const blocked = watchdog?.stoppedAfter(call) ?? null
+        if (blocked !== null) {
+          this.log.error('snippet call #%d kept the client busy for %d ms without yielding, past its timeout of %d ms: it was stopped', call, blocked, timeoutMs)
+        }
+        const message =
+          blocked === null
+            ? `snippet did not finish within ${timeoutMs} ms`
+            : `snippet did not finish within ${timeoutMs} ms: it kept the client busy for ${blocked} ms without yielding (a loop that never awaits?) and was stopped; the bot goes on`
+        finish(errorResponse('timeout', 'SnippetTimeout', message))
       }, timeoutMs)
-      let running: Promise<unknown>
-      try {
-        running = fn(this.bot, args, FileBox, this.snippetLog, this.mocker, this.mock)
-      } catch (e) {
-        finish({ ok: false, error: fromThrown('runtime', e) })
-        return
-      }
-      running.then(
-        (value) => {
-          if (settled) return
-          toWire(value, this.maxResultBytes).then(
-            (result) => finish({ ok: true, result }),
-            (e: unknown) => finish({ ok: false, error: fromThrown('serialize', e) }),
-          )
-        },
-        (e: unknown) => {
-          if (settled) this.log.debug('snippet failed after its timeout: %s', describeThrown(e))
+      watchdog?.track(call, deadline)
+      // A microtask of its own: if the watchdog has to stop the snippet, only this microtask
+      // is cut short (Node survives that; a stop inside a timer or I/O callback aborts it).
+      queueMicrotask(() => {
+        if (settled) return
+        let running: Promise<unknown>
+        watchdog?.enterSync(call, deadline)
+        try {
+          running = fn(this.bot, args, FileBox, this.snippetLog, this.mocker, this.mock, helpers)
+        } catch (e) {
+          watchdog?.leaveSync(call)
           finish({ ok: false, error: fromThrown('runtime', e) })
-        },
-      )
+          return
+        }
+        watchdog?.leaveSync(call)
+        running.then(
+          (value) => {
+            if (settled) return
+            toWire(value, this.maxResultBytes()).then(
+              (result) => finish({ ok: true, result }),
+              (e: unknown) => finish({ ok: false, error: fromThrown('serialize', e) }),
+            )
+          },
+          (e: unknown) => {
+            if (settled) this.log.debug('snippet failed after its timeout: %s', describeThrown(e))
+            finish({ ok: false, error: fromThrown('runtime', e) })
+          },
+        )
+      })
     })
   }
 }

@@ -4,26 +4,34 @@
  * Loads the config, builds the Wechaty bot (and the MockKit under the mock puppet), forwards
  * its events to the MetaPuppet server and runs the snippets the server sends.
  */
+import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { ConfigError, USAGE, loadConfig, parseCli, type ResolvedConfig } from './config.js'
 import { Bridge } from './bridge.js'
 import { Control } from './control.js'
+import { DeadLetters } from './deadletters.js'
 import { attachEvents } from './events.js'
 import { Executor } from './executor.js'
 import { LivenessProbe } from './liveness.js'
 import { createLogger } from './log.js'
 import { Outbox, OutboxError } from './outbox.js'
 import { watchParent } from './parent.js'
-import type { ErrorEventPayload, ExecResponse, PuppetHealth } from './protocol.js'
+import type { ErrorEventPayload, ExecResponse, OutboxDepth, PuppetHealth } from './protocol.js'
 import { buildBot, type BuiltBot } from './puppet.js'
 import { SERVICE_PUPPET_NAME } from './puppets/service.js'
 import { addSecret, redactConsole, redactDeep } from './secrets.js'
 import { ErrorGate, PuppetSupervisor } from './supervisor.js'
 import { routeWechatyLogs } from './wechaty-log.js'
+import { SnippetWatchdog } from './watchdog.js'
+import { WireLimit } from './wirelimit.js'
 
 const SHUTDOWN_TIMEOUT_MS = 5_000
+/** How long a stop waits for a failing outbox file to take the events held in memory only. */
+const UNSAVED_WAIT_MS = 3_000
 
 async function main(argv: readonly string[]): Promise<void> {
+  // Every file this process creates (ours, Wechaty's memory card, a puppet's cache) is private.
+  process.umask(0o077)
   const early = createLogger(process.env.METAPUPPET_BOT || 'metapuppet')
   let resolved: ResolvedConfig
   try {
@@ -65,6 +73,7 @@ async function main(argv: readonly string[]): Promise<void> {
   }
   const { bot, mock, mocker, puppetName, capabilities } = built
 
+  let bridgeRef: Bridge | undefined
   let outbox: Outbox
   try {
     outbox = new Outbox({
@@ -72,6 +81,19 @@ async function main(argv: readonly string[]): Promise<void> {
       maxEvents: config.client.outbox_max_events,
       maxBytes: config.client.outbox_max_bytes,
       log,
+      // A full disk is news for the server too (it is delivered once the server takes events).
+      onWriteError: (failure) =>
+        bridgeRef?.send({
+          id: randomUUID(),
+          bot: botName,
+          name: 'error',
+          payload: {
+            name: 'OutboxWriteFailed',
+            message: `cannot write the outbox file ${failure.path}: ${failure.error}; unacknowledged events are held in memory only until it works again`,
+            stack: null,
+          },
+          ts: Date.now(),
+        }),
     })
   } catch (e) {
     if (e instanceof OutboxError) {
@@ -97,10 +119,17 @@ async function main(argv: readonly string[]): Promise<void> {
         new Promise((resolve) => setTimeout(resolve, loggedIn ? SHUTDOWN_TIMEOUT_MS : 1_000).unref()),
       ])
       await bridge.drain(1_000)
+      // Events the outbox could not write (disk full): give the disk or the server a little longer.
+      for (let waited = 0; outbox.unsavedCount > 0 && waited < UNSAVED_WAIT_MS; waited += 250) {
+        outbox.compact()
+        if (outbox.unsavedCount === 0) break
+        await new Promise((resolve) => setTimeout(resolve, 250))
+      }
     }
     liveness.stop()
     bridge.close() // also compacts the outbox file: it keeps exactly the unacknowledged events
-    process.exit(code)
+    // Events that are neither on disk nor delivered are lost: the close named them; say it in the exit code.
+    process.exit(code === 0 && outbox.unsavedCount > 0 ? 1 : code)
   }
 
   let loggedIn = false
@@ -111,7 +140,27 @@ async function main(argv: readonly string[]): Promise<void> {
     log.info('ready: bot=%s puppet=%s url=%s', botName, puppetName, url)
   }
 
-  const executor = new Executor({ bot, log, mocker, mock })
+  const wireLimit = new WireLimit(config.server.max_message_bytes)
+  const deadLetters = new DeadLetters({
+    path: config.client.dead_letter_path,
+    maxBytes: config.client.dead_letter_max_bytes,
+    log,
+  })
+  const watchdog =
+    config.client.snippet_stall_ms > 0
+      ? new SnippetWatchdog({ log, stallMs: config.client.snippet_stall_ms, logPrefix: `[metapuppet ${botName}]` })
+      : undefined
+  watchdog?.start()
+  // Results are capped by the server's frame limit: a larger answer would close the connection.
+  const executor = new Executor({
+    bot,
+    log,
+    mocker,
+    mock,
+    maxResultBytes: () => wireLimit.maxJsonBytes,
+    watchdog,
+    download: config.client.file_download,
+  })
   // Exec errors travel to Python's logs: redacted like everything else (results are not touched).
   const runner = {
     run: async (req: unknown): Promise<ExecResponse> => {
@@ -168,9 +217,12 @@ async function main(argv: readonly string[]): Promise<void> {
       // Report the latest completed probe, then start the next one in the background.
       const wechaty = liveness.state()
       void liveness.probe()
-      return { wechaty, puppet: supervisor?.state() ?? mockHealth }
+      const depth: OutboxDepth = { pending: outbox.size, bytes: outbox.bytes }
+      return { wechaty, puppet: supervisor?.state() ?? mockHealth, outbox: depth }
     },
     outbox,
+    wireLimit,
+    deadLetters,
     ackTimeoutMs: config.client.ack_timeout_ms,
     control: new Control({ bot, mock, log }),
     onFatal: (message, exitCode) => {
@@ -179,6 +231,7 @@ async function main(argv: readonly string[]): Promise<void> {
     },
     onConnect: announceReady,
   })
+  bridgeRef = bridge
 
   attachEvents({
     bot,

@@ -14,11 +14,58 @@
  *
  * Caps: beyond `maxEvents` events or `maxBytes` bytes of JSON the oldest pending events are
  * dropped; each burst of drops is reported in one warning line with the count.
+ *
+ * A failing write (disk full, file too large, read-only folder) never loses an event by itself:
+ * the event stays in memory (within the caps) and is marked *unsaved*. The failure is an error
+ * line at once, a reminder with the count every `reminderMs`, and `onWriteError` (main.ts turns
+ * it into an `error` event for the server). Every `retryMs` the file is rewritten from memory;
+ * once that works the unsaved events are on disk again. `close()` says how many events it could
+ * not save, so a stop never loses one without a word.
+ *
+ * Files are created 0600 in a 0700 folder (files.ts).
  */
-import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs'
+import { closeSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs'
 import { basename, dirname, join } from 'node:path'
+import { openPrivate, privateDir } from './files.js'
 import type { Logger } from './log.js'
 import type { EventEnvelope } from './protocol.js'
+
+/** The file operations that write; replaceable in tests (e.g. to fail like a full disk). */
+export interface OutboxFs {
+  /** Opens the log for appending (created 0600). */
+  openAppend(path: string): number
+  /** Writes part of `buffer` from `offset`; returns how many bytes were written. */
+  write(fd: number, buffer: Buffer, offset: number): number
+  /** Writes a whole file (created 0600). */
+  writeFile(path: string, body: string): void
+  rename(from: string, to: string): void
+}
+
+export const realOutboxFs: OutboxFs = {
+  openAppend: (path) => openPrivate(path, 'a'),
+  write: (fd, buffer, offset) => writeSync(fd, buffer, offset),
+  writeFile: (path, body) => {
+    const fd = openPrivate(path, 'w')
+    try {
+      const buffer = Buffer.from(body)
+      let offset = 0
+      while (offset < buffer.length) offset += writeSync(fd, buffer, offset)
+    } finally {
+      closeSync(fd)
+    }
+  },
+  rename: (from, to) => renameSync(from, to),
+}
+
+/** What `onWriteError` is told. */
+export interface OutboxWriteFailure {
+  path: string
+  /** The error, e.g. `ENOSPC: no space left on device, write`. */
+  error: string
+  /** Events held in memory only, and their bytes. */
+  unsaved: number
+  unsavedBytes: number
+}
 
 export interface OutboxOptions {
   /** The JSONL file; null keeps the outbox in memory only. */
@@ -30,6 +77,13 @@ export interface OutboxOptions {
   compactMinBytes?: number
   /** Drops within this window are reported in one warning line (default 5000 ms). */
   dropWarningIntervalMs?: number
+  /** After a failed write, the file is rewritten from memory this often (default 5000 ms). */
+  retryMs?: number
+  /** While writes fail, an error line with the count of unsaved events this often (default 30 000 ms). */
+  reminderMs?: number
+  /** Called (once per failure streak, outside the failing call) when a write to the file fails. */
+  onWriteError?: (failure: OutboxWriteFailure) => void
+  fs?: OutboxFs
 }
 
 export interface OutboxEntry {
@@ -53,7 +107,7 @@ export class OutboxError extends Error {
 
 export class Outbox {
   /** Counters for tests and diagnostics. */
-  readonly stats = { loaded: 0, dropped: 0, skippedLines: 0, compactions: 0 }
+  readonly stats = { loaded: 0, dropped: 0, skippedLines: 0, compactions: 0, writeErrors: 0 }
 
   private readonly entries = new Map<string, OutboxEntry>()
   private liveBytes = 0
@@ -62,17 +116,38 @@ export class Outbox {
   /** A write failed: the file no longer matches memory until a compaction succeeds. */
   private dirty = false
   private lastRepair = 0
+  /** Ids of pending events whose line may not be in the file (written while it failed). */
+  private readonly unsaved = new Set<string>()
+  private lastError = ''
+  private lastReminder = 0
+  private retryTimer: NodeJS.Timeout | undefined
   private closed = false
   private droppedUnreported = 0
   private lastDropWarning = 0
   private dropTimer: NodeJS.Timeout | undefined
   private readonly compactMinBytes: number
   private readonly dropWarningIntervalMs: number
+  private readonly retryMs: number
+  private readonly reminderMs: number
+  private readonly fs: OutboxFs
 
   constructor(private readonly options: OutboxOptions) {
     this.compactMinBytes = options.compactMinBytes ?? 1024 * 1024
     this.dropWarningIntervalMs = options.dropWarningIntervalMs ?? 5_000
+    this.retryMs = options.retryMs ?? 5_000
+    this.reminderMs = options.reminderMs ?? 30_000
+    this.fs = options.fs ?? realOutboxFs
     if (options.path !== null) this.load(options.path)
+  }
+
+  /** Pending events that are in memory only: the file could not be written when they came. */
+  get unsavedCount(): number {
+    return this.unsaved.size
+  }
+
+  /** True while the file does not match memory (a write failed and no rewrite worked since). */
+  get failing(): boolean {
+    return this.dirty
   }
 
   get path(): string | null {
@@ -81,6 +156,11 @@ export class Outbox {
 
   get size(): number {
     return this.entries.size
+  }
+
+  /** The cap on the bytes of JSON held (`client.outbox_max_bytes`). */
+  get maxBytes(): number {
+    return this.options.maxBytes
   }
 
   /** Bytes of JSON held (the size of a compacted file). */
@@ -101,17 +181,27 @@ export class Outbox {
     return [...this.entries.values()]
   }
 
-  /** Queues an event (a repeated id is ignored) and applies the caps; returns the entry, or undefined if it did not fit. */
-  add(envelope: EventEnvelope): OutboxEntry | undefined {
+  /**
+   * Queues an event (a repeated id is ignored) and applies the caps; returns the entry, or
+   * undefined if it did not fit. `json` is `JSON.stringify(envelope)` when the caller has it.
+   */
+  add(envelope: EventEnvelope, json: string = JSON.stringify(envelope)): OutboxEntry | undefined {
     const existing = this.entries.get(envelope.id)
     if (existing !== undefined) return existing
-    const line = `${JSON.stringify({ e: envelope })}\n`
+    const line = `{"e":${json}}\n`
     const entry: OutboxEntry = { envelope, bytes: Buffer.byteLength(line), sentOn: 0, sentAt: 0, parked: false }
     this.entries.set(envelope.id, entry)
     this.liveBytes += entry.bytes
-    this.append(line, entry.bytes)
+    const persistent = this.options.path !== null && !this.closed
+    if (persistent) this.unsaved.add(envelope.id)
+    if (this.append(line, entry.bytes) && persistent && !this.dirty) this.unsaved.delete(envelope.id)
     this.enforceCaps()
     return this.entries.get(envelope.id)
+  }
+
+  /** Size in bytes of the JSON line `add` would write for an envelope of `jsonBytes` bytes. */
+  static lineBytes(jsonBytes: number): number {
+    return jsonBytes + 7
   }
 
   /** Removes an event (acknowledged or rejected); unknown ids are ignored. */
@@ -129,25 +219,57 @@ export class Outbox {
     const tmp = `${path}.tmp-${process.pid}`
     try {
       this.closeFd()
-      writeFileSync(tmp, body)
-      renameSync(tmp, path)
+      this.fs.writeFile(tmp, body)
+      this.fs.rename(tmp, path)
       this.fileBytes = Buffer.byteLength(body)
       this.stats.compactions++
-      if (this.dirty) this.options.log.info('outbox file %s is writable again', path)
+      if (this.dirty) {
+        this.options.log.info(
+          'outbox file %s is writable again: the %d events held in memory only are saved',
+          path,
+          this.unsaved.size,
+        )
+      }
       this.dirty = false
+      this.unsaved.clear()
+      clearInterval(this.retryTimer)
+      this.retryTimer = undefined
     } catch (e) {
-      rmSync(tmp, { force: true })
+      try {
+        rmSync(tmp, { force: true })
+      } catch {
+        // the temp file may not even exist
+      }
       this.writeError(e)
     }
     this.openFd()
   }
 
-  /** Reports pending drops, compacts the file and closes it; later changes stay in memory only. */
+  /**
+   * Reports pending drops, compacts the file and closes it; later changes stay in memory only.
+   * Events it could not save (`unsavedCount` afterwards) are named in an error line: they are
+   * lost with this process.
+   */
   close(): void {
     this.reportDrops()
+    let lost = 0
     if (this.options.path !== null && !this.closed) {
       this.compact()
       this.closeFd()
+      clearInterval(this.retryTimer)
+      this.retryTimer = undefined
+      lost = this.unsaved.size
+      if (lost > 0) {
+        const shown = [...this.unsaved].slice(0, 10).join(', ')
+        this.options.log.error(
+          'outbox: %d unacknowledged events could not be written to %s (%s) and are lost with this process: %s%s',
+          lost,
+          this.options.path,
+          this.lastError,
+          shown,
+          lost > 10 ? ', ...' : '',
+        )
+      }
     }
     this.closed = true
   }
@@ -157,7 +279,8 @@ export class Outbox {
     if (entry === undefined) return false
     this.entries.delete(id)
     this.liveBytes -= entry.bytes
-    const line = `${JSON.stringify({ a: id })}\n`
+    this.unsaved.delete(id)
+    const line = `{"a":${JSON.stringify(id)}}\n`
     this.append(line, Buffer.byteLength(line))
     return true
   }
@@ -210,7 +333,7 @@ export class Outbox {
   private load(path: string): void {
     const { log } = this.options
     try {
-      mkdirSync(dirname(path), { recursive: true })
+      privateDir(dirname(path))
     } catch (e) {
       throw new OutboxError(`cannot create the directory of client.outbox_path ${path}: ${errorText(e)}`)
     }
@@ -294,23 +417,28 @@ export class Outbox {
     return true
   }
 
-  private append(line: string, bytes: number): void {
-    if (this.options.path === null || this.closed) return
+  /** Appends one line; false when it is not (or may not be) in the file. */
+  private append(line: string, bytes: number): boolean {
+    if (this.options.path === null || this.closed) return true
     if (this.dirty || this.fd === null) {
-      // Resynchronise the file with memory by rewriting it, at most every 5 s.
-      if (Date.now() - this.lastRepair >= 5_000) {
+      // Resynchronise the file with memory by rewriting it, at most every `retryMs`.
+      if (Date.now() - this.lastRepair >= this.retryMs) {
         this.lastRepair = Date.now()
         this.compact()
+        return !this.dirty // the rewrite took everything in memory, this line's event included
       }
-      return
+      return false
     }
     try {
       const buffer = Buffer.from(line)
       let offset = 0
-      while (offset < buffer.length) offset += writeSync(this.fd, buffer, offset)
+      while (offset < buffer.length) offset += this.fs.write(this.fd, buffer, offset)
       this.fileBytes += bytes
+      return true
     } catch (e) {
+      // A partial line may be in the file now: nothing more is appended until a rewrite works.
       this.writeError(e)
+      return false
     }
   }
 
@@ -318,7 +446,7 @@ export class Outbox {
     const path = this.options.path
     if (path === null || this.fd !== null) return
     try {
-      this.fd = openSync(path, 'a')
+      this.fd = this.fs.openAppend(path)
     } catch (e) {
       this.writeError(e)
     }
@@ -334,16 +462,47 @@ export class Outbox {
     this.fd = null
   }
 
-  /** Logged once per failure streak: the outbox keeps working in memory. */
+  /**
+   * An error line at the start of a failure streak and a reminder every `reminderMs`; the outbox
+   * keeps the events in memory and rewrites the file every `retryMs` until it works.
+   */
   private writeError(e: unknown): void {
-    if (!this.dirty) {
+    this.stats.writeErrors++
+    this.lastError = errorText(e)
+    const first = !this.dirty
+    this.dirty = true
+    const now = Date.now()
+    const unsavedBytes = [...this.unsaved].reduce((sum, id) => sum + (this.entries.get(id)?.bytes ?? 0), 0)
+    if (first || now - this.lastReminder >= this.reminderMs) {
+      this.lastReminder = now
       this.options.log.error(
-        'cannot write the outbox file %s: %s; unacknowledged events are kept in memory only until it works again',
+        'cannot write the outbox file %s: %s; %d unacknowledged events (%d bytes) are held in memory only, within the outbox caps, ' +
+          'and are lost if this client stops before the file can be written again (retried every %d ms) or the server takes them',
         this.options.path,
-        errorText(e),
+        this.lastError,
+        this.unsaved.size,
+        unsavedBytes,
+        this.retryMs,
       )
     }
-    this.dirty = true
+    if (first) {
+      const failure: OutboxWriteFailure = {
+        path: this.options.path ?? '',
+        error: this.lastError,
+        unsaved: this.unsaved.size,
+        unsavedBytes,
+      }
+      const notify = this.options.onWriteError
+      if (notify !== undefined) queueMicrotask(() => notify(failure))
+    }
+    if (this.retryTimer === undefined && !this.closed) {
+      this.retryTimer = setInterval(() => {
+        if (this.closed || !this.dirty) return
+        this.lastRepair = Date.now()
+        this.compact()
+      }, this.retryMs)
+      this.retryTimer.unref()
+    }
   }
 }
 

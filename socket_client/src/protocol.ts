@@ -367,7 +367,13 @@ export interface PuppetHealth extends JsonObject {
   attempts: number
 }
 
-/** Wechaty heartbeats carry `{data}`; the client's own carry `{source: "client", uptime_s, wechaty, puppet}`. */
+/** The client's outbox, in its own heartbeat: events not yet acknowledged by the server (Python's /metrics). */
+export interface OutboxDepth extends JsonObject {
+  pending: number
+  bytes: number
+}
+
+/** Wechaty heartbeats carry `{data}`; the client's own carry `{source: "client", uptime_s, wechaty, puppet, outbox}`. */
 export type HeartbeatEventPayload =
   | { data: Json }
-  | { source: 'client'; uptime_s: number; wechaty: WechatyLiveness; puppet: PuppetHealth }
+  | { source: 'client'; uptime_s: number; wechaty: WechatyLiveness; puppet: PuppetHealth; outbox: OutboxDepth }

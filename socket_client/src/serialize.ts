@@ -28,16 +28,23 @@ type Walked = Json | typeof DROP
 type Obj = Record<string, unknown>
 
 /**
- * Converts `value` to plain JSON. Throws SerializeError when the JSON text would be larger
- * than `maxBytes` (measured in UTF-16 code units, escapes not counted) or a FileBox cannot
- * be read.
+ * Converts `value` to plain JSON. Throws SerializeError when its JSON text would be larger than
+ * `maxBytes` bytes of UTF-8 (what the server counts), or a FileBox cannot be read.
+ *
+ * The walk counts UTF-16 units as it goes (a unit is at least one byte, so it can stop early);
+ * when the result could be over the cap in bytes (a unit is at most 6 bytes of JSON: `\u0001`),
+ * the exact size is measured once at the end.
  */
 export async function toWire(value: unknown, maxBytes: number = DEFAULT_MAX_JSON_BYTES): Promise<Json> {
   // Fast path: most exec results are primitives.
   switch (typeof value) {
-    case 'string':
-      if (value.length + 2 > maxBytes) throw tooLarge(maxBytes, value.length + 2, true)
-      return value
+    case 'string': {
+      // Far too large: say so without measuring (that would copy it once more).
+      if (value.length + 2 > 8 * maxBytes) throw tooLarge(maxBytes, value.length + 2, false)
+      const text = wellFormed(value)
+      if ((text.length + 2) * 6 > maxBytes) checkBytes(text, maxBytes)
+      return text
+    }
     case 'boolean':
       return value
     case 'number':
@@ -49,7 +56,57 @@ export async function toWire(value: unknown, maxBytes: number = DEFAULT_MAX_JSON
   const walker = new Walker(maxBytes)
   const out = walker.walk(value, 0)
   if (walker.pending.length > 0) await Promise.all(walker.pending)
-  return out === DROP ? null : out
+  const result = out === DROP ? null : out
+  if (walker.size * 6 > maxBytes) checkBytes(result, maxBytes)
+  return result
+}
+
+/** Throws when the UTF-8 JSON of `value` is over `maxBytes`. */
+function checkBytes(value: Json, maxBytes: number): void {
+  const bytes = Buffer.byteLength(JSON.stringify(value))
+  if (bytes > maxBytes) throw tooLarge(maxBytes, bytes, true)
+}
+
+/**
+ * `text` with every lone UTF-16 surrogate replaced by U+FFFD. A chat message may carry one (a
+ * cut emoji); JSON turns it into `\udXXX`, which Python reads as a string it cannot encode.
+ */
+export function wellFormed(text: string): string {
+  const s = text as unknown as WellFormedString // ES2024, in Node since 20.0
+  return s.isWellFormed() ? text : s.toWellFormed()
+}
+
+/** `value` with every string in it (keys too) well formed; the same object when nothing had to change. */
+export function wellFormedDeep<T extends Json>(value: T): T {
+  if (typeof value === 'string') return wellFormed(value) as T
+  if (typeof value !== 'object' || value === null) return value
+  if (Array.isArray(value)) {
+    let out: Json[] | null = null
+    value.forEach((item, i) => {
+      const fixed = wellFormedDeep(item)
+      if (fixed !== item) {
+        out ??= [...value]
+        out[i] = fixed
+      }
+    })
+    return (out ?? value) as T
+  }
+  let out: JsonObject | null = null
+  for (const [key, item] of Object.entries(value)) {
+    const fixedKey = wellFormed(key)
+    const fixed = wellFormedDeep(item)
+    if (fixed !== item || fixedKey !== key) {
+      out ??= { ...value }
+      if (fixedKey !== key) delete out[key]
+      out[fixedKey] = fixed
+    }
+  }
+  return (out ?? value) as T
+}
+
+interface WellFormedString {
+  isWellFormed(): boolean
+  toWellFormed(): string
 }
 
 /** Names the size (exact, or how far the walk got before stopping) and the cap. */
@@ -97,7 +154,7 @@ class Walker {
     switch (typeof v) {
       case 'string':
         this.add(v.length + 2)
-        return v
+        return wellFormed(v)
       case 'number':
         this.add(8)
         return Number.isFinite(v) ? v : null
@@ -174,7 +231,7 @@ class Walker {
       for (const [key, value] of o) {
         const item = this.walk(value, depth + 1)
         if (item === DROP) continue
-        const k = typeof key === 'string' ? key : String(key)
+        const k = wellFormed(typeof key === 'string' ? key : String(key))
         this.add(k.length + 4)
         out[k] = item
       }
@@ -213,10 +270,11 @@ class Walker {
   private plainObject(o: Obj, depth: number): JsonObject {
     const out: JsonObject = {}
     this.add(2)
-    for (const key of Object.keys(o)) {
+    for (const rawKey of Object.keys(o)) {
+      const key = wellFormed(rawKey)
       let value: unknown
       try {
-        value = o[key]
+        value = o[rawKey]
       } catch {
         continue // a throwing getter: leave the key out
       }

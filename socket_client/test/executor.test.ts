@@ -27,10 +27,11 @@ describe('Executor success', () => {
     '}); process.exit(1); ({',
   ]
 
-  it('returns hostile string args byte for byte', async () => {
+  it('returns hostile string args byte for byte (a lone surrogate becomes U+FFFD: results are valid text)', async () => {
     const executor = newExecutor()
     for (const s of hostile) {
-      assert.deepEqual(await executor.run({ code: 'return args.s', args: { s: s } }), { ok: true, result: s })
+      const expected = s.replace('\uD800', '\uFFFD')
+      assert.deepEqual(await executor.run({ code: 'return args.s', args: { s: s } }), { ok: true, result: expected })
     }
   })
 
@@ -43,7 +44,8 @@ describe('Executor success', () => {
 
   it('returns structured args back as JSON', async () => {
     const args = { list: [1, 'two', null, true], nested: { deep: { s: hostile } } }
-    assert.deepEqual(await newExecutor().run({ code: 'return args', args }), { ok: true, result: args })
+    const expected = { ...args, nested: { deep: { s: hostile.map((s) => s.replace('\uD800', '\uFFFD')) } } }
+    assert.deepEqual(await newExecutor().run({ code: 'return args', args }), { ok: true, result: expected })
   })
 
   it('accepts TypeScript and await', async () => {

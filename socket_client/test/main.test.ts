@@ -100,6 +100,11 @@ it('survives SIGKILL with unacknowledged events, reports liveness, restarts its 
   const messageIds = said.result as string[]
   await until(() => events(sockets[0]!, 'message').length === 5, 'five messages')
   const firstLogin = events(sockets[0]!, 'login')[0]!
+  // heartbeats report the outbox's depth (Python's /metrics): nothing was acknowledged yet
+  const depth = (b: EventEnvelope): { pending: number; bytes: number } | undefined =>
+    b.payload.outbox as { pending: number; bytes: number } | undefined
+  await until(() => events(sockets[0]!, 'heartbeat').some((b) => depth(b)?.pending === 6), 'a heartbeat with six pending')
+  assert.ok(events(sockets[0]!, 'heartbeat').every((b) => (depth(b)?.bytes ?? 0) >= 0))
   first.kill('SIGKILL')
   assert.equal(await exited(first), 'SIGKILL')
   assert.equal(readFileSync(outboxPath, 'utf8').trim().split('\n').length, 6) // login + 5 messages, no acks
@@ -119,6 +124,7 @@ it('survives SIGKILL with unacknowledged events, reports liveness, restarts its 
   await until(() => beats().some((b) => (b.payload.wechaty as { ding_ms: unknown } | undefined)?.ding_ms != null), 'a measured ding')
   const healthy = beats().find((b) => (b.payload.wechaty as { ding_ms: unknown }).ding_ms != null)!
   assert.equal(healthy.payload.source, 'client')
+  assert.ok((depth(healthy)?.pending ?? -1) >= 0) // present in every client heartbeat
   assert.equal(typeof healthy.payload.uptime_s, 'number')
   const wechaty = healthy.payload.wechaty as { logged_in: boolean; alive: boolean; ding_ms: number }
   assert.deepEqual([wechaty.logged_in, wechaty.alive], [true, true])
