@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, afterEach, describe, it } from 'node:test'
 import { Server } from 'socket.io'
+import { serveHandshake } from './handshake-server.js'
 import { Bridge } from '../src/bridge.js'
 import { DeadLetters } from '../src/deadletters.js'
 import { silentLogger } from '../src/log.js'
@@ -38,6 +39,7 @@ interface Stand {
 async function standIn(maxHttpBufferSize = LIMIT): Promise<Stand> {
   const http = createServer()
   const io = new Server(http, { maxHttpBufferSize })
+  serveHandshake(io, { token: 'good' })
   const stand: Stand = { url: '', received: [], connections: 0 }
   io.on('connection', (socket) => {
     stand.connections++

@@ -42,7 +42,7 @@ function exec(server: StandIn, code: string, timeoutMs: number, args: unknown = 
 }
 
 it('stops a snippet that never yields, in its synchronous part or after an await, and keeps serving', { timeout: 120_000 }, async () => {
-  const server = await standInServer()
+  const server = await standInServer('good')
   cleanups.push(() => server.close())
   const client = await startBot(server)
 
@@ -74,7 +74,7 @@ it('stops a snippet that never yields, in its synchronous part or after an await
 })
 
 it('fails a result larger than the frame limit the server announced, not the connection', { timeout: 120_000 }, async () => {
-  const server = await standInServer() // socket.io's default maxHttpBufferSize: 1e6 bytes
+  const server = await standInServer('good') // socket.io's default maxHttpBufferSize: 1e6 bytes
   cleanups.push(() => server.close())
   await startBot(server)
   const slow = exec(server, 'await new Promise((r) => setTimeout(r, 300)); return "pending call"', 30_000)
