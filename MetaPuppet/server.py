@@ -137,6 +137,8 @@ class SocketServerCore(OpsAPI, OriginalAPI):
             handlers=self,
             legacy_clients=bool((self.config.raw.get("web") or {}).get("legacy_clients", False)),
         )
+        self.transport.set_self_messages(self.pipeline.wants_self_messages())
+        self.pipeline.on_self_messages = self.transport.set_self_messages
         #: the Socket.IO server and the aiohttp app (the original's ``self.sio``)
         self.sio = self.transport.sio
         self.app: web.Application = self.transport.app
@@ -529,13 +531,16 @@ class SocketServerCore(OpsAPI, OriginalAPI):
 
     # ------------------------------------------------------------------ events
 
-    def add_event_listener(self, listener: Callable[[BotEvent], Any]) -> Callable[[], None]:
-        """Call ``listener(event)`` for every bot event (own messages included).
+    def add_event_listener(
+        self, listener: Callable[[BotEvent], Any], *, self_messages: bool = True
+    ) -> Callable[[], None]:
+        """Call ``listener(event)`` for every bot event (own messages included, unless
+        ``self_messages=False``: then the Node clients need not even send them).
 
         Listeners run on the server loop before the robot and must not block. Returns a
         function that removes the listener.
         """
-        return self.pipeline.add_listener(listener)
+        return self.pipeline.add_listener(listener, self_messages=self_messages)
 
     async def handle_event(self, event: BotEvent) -> asyncio.Task[Any] | None:
         """Take one bot event as if a puppet had sent it (see :meth:`EventPipeline.feed`)."""
