@@ -44,10 +44,11 @@ export interface AttachEventsOptions {
   /** Mock puppet: the QR code is not printed and known spurious mock errors are only logged. */
   isMock: boolean
   /**
-   * Receives each envelope, in order; calls `written` once it is in the outbox file (the ilink
-   * puppet moves its cursor only then).
+   * Receives each envelope, in order. A promise it returns settles once the envelope is in the
+   * outbox file: the puppet is told the message was handed on only then (the ilink puppet moves
+   * its cursor then).
    */
-  emit: (envelope: EventEnvelope, written?: () => void) => void
+  emit: (envelope: EventEnvelope) => void | Promise<void>
   /** Whether to forward the bot's own messages (the server says; default: always). */
   forwardSelf?: () => boolean
   /** How long one lookup (a name, a topic, ...) may take before it is given up. */
@@ -97,7 +98,12 @@ export function attachEvents(options: AttachEventsOptions): () => void {
       .then(build)
       // Text from the puppet is made valid here: a lone UTF-16 surrogate (a cut emoji) becomes U+FFFD.
       .then(
-        (payload) => emit({ id, bot: botName, name, payload: wellFormedDeep(payload), ts }, after),
+        (payload) => {
+          const written = emit({ id, bot: botName, name, payload: wellFormedDeep(payload), ts })
+          if (after === undefined) return
+          if (written instanceof Promise) void written.then(after, after)
+          else after()
+        },
         (e: unknown) => {
           log.warn('could not forward %s event: %s', name, errorText(e))
           after?.()

@@ -268,7 +268,7 @@ async function main(argv: readonly string[]): Promise<void> {
     log,
     isMock: built.isMock,
     capabilities,
-    emit: (envelope, written) => bridge.send(envelope, written),
+    emit: (envelope) => new Promise<void>((written) => bridge.send(envelope, written)),
     forwardSelf: () => forwardSelf,
     onError: (payload, send) => {
       sendError = send

@@ -119,7 +119,7 @@ describe('Bridge', () => {
     const socket = server.sockets[0]!
     const auth = socket.handshake.auth as Record<string, unknown>
     assert.deepEqual(Object.keys(auth).sort(), ['bot', 'key', 'nonce', 'protocol', 'role'])
-    assert.deepEqual([auth.role, auth.protocol, auth.bot], ['puppet', 2, 'bridge-bot'])
+    assert.deepEqual([auth.role, auth.protocol, auth.bot], ['puppet', 3, 'bridge-bot'])
     assert.equal(auth.key, keyId('good', auth.nonce as string), 'a key derived from the token, never the token')
     assert.deepEqual(await socket.timeout(2000).emitWithAck('exec', { code: 'return args.x + 1', args: { x: 41 } }), {
       ok: true,
