@@ -166,9 +166,7 @@ class EventPipeline:
             task.cancel()
         return failures
 
-    def add_listener(
-        self, listener: Listener, *, self_messages: bool = True
-    ) -> Callable[[], None]:
+    def add_listener(self, listener: Listener, *, self_messages: bool = True) -> Callable[[], None]:
         """Call ``listener(event)`` for every bot event; returns its remover.
 
         With ``self_messages`` (the default) the listener also wants the bot's own

@@ -176,9 +176,7 @@ class FileSeenStore(MemorySeenStore):
         try:
             if self._fd is None:
                 private_dir(self.folder)
-                self._fd = os.open(
-                    self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-                )
+                self._fd = os.open(self.journal_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 os.fchmod(self._fd, 0o600)
             view = memoryview(data)
             while view:

@@ -142,11 +142,11 @@ class BotState:
             self.talkers.popitem(last=False)
 
 
-@functools.lru_cache(maxsize=8)
 def _ignore(event: BotEvent) -> None:
     """The listener that only says the hub wants the bot's own messages."""
 
 
+@functools.lru_cache(maxsize=8)
 def qr_data_uri(text: str) -> str:
     """The QR code of ``text`` as an SVG data URI (drawn here: no internet needed).
 

@@ -8,9 +8,11 @@
  *   one after the other, in the order they came; a failure is reported to the server as an
  *   `error` event (`ActionFailed`), since nobody waits for an answer.
  *
- * Every `say` has a send id. A completed one is recorded in the outbox (sendrecords.ts) before
- * it is answered; a repeated id is answered from the record without sending again, and one
- * that is still running is joined. So a handler the server runs again after a crash, or actions
+ * Every `say` has a send id. It is recorded in the outbox as begun before the puppet is asked
+ * (on disk first) and as completed before it is answered (sendrecords.ts); a repeated id is
+ * answered from the record without sending again, and one that is still running is joined. A
+ * send a crash cut short between the two records is in doubt: never sent again, reported once
+ * after the next start (`SendInterrupted`). So a handler the server runs again after a crash, or actions
  * replayed from the file after a crash of this client, duplicate nothing. Failed `act` sends are
  * not recorded (a handler run again may try again); a failed action of an acknowledgement is
  * recorded as failed, so it is reported once, not tried at every start.
@@ -83,12 +85,6 @@ export class ActionRunner {
       return badRequest(`timeout_ms must be a positive number of milliseconds up to ${MAX_EXEC_TIMEOUT_MS}`)
     }
     if (parsed.action === 'typing') return within(this.typing(parsed), timeoutMs)
-    const outcome = this.options.outbox.sends.get(parsed.send_id)
-    if (outcome !== undefined) {
-      this.stats.repeated++
-      this.options.log.debug('send %s was done before: answered from its record, not sent again', parsed.send_id)
-      return outcome
-    }
     return within(this.send(parsed, false), timeoutMs)
   }
 
@@ -106,6 +102,11 @@ export class ActionRunner {
 
   /** Runs the actions of acknowledgements a previous process left undone (after the login). */
   resume(): void {
+    for (const id of this.options.outbox.takeInterrupted()) {
+      const message = `the send ${id} was cut short by a crash of the Node client; it is not sent again (it may or may not have reached the chat)`
+      this.options.log.warn('%s', message)
+      this.options.onFailed?.({ name: 'SendInterrupted', message, stack: null, send_id: id })
+    }
     const pending = this.options.outbox.pendingActions().filter((a) => a.action !== 'say' || !this.running.has(a.send_id))
     if (pending.length === 0) return
     this.stats.resumed += pending.length
@@ -118,8 +119,8 @@ export class ActionRunner {
       await within(this.typing(action), ACKED_TIMEOUT_MS)
       return
     }
-    if (this.options.outbox.sends.get(action.send_id) !== undefined) {
-      this.stats.repeated++
+    if (!this.running.has(action.send_id) && this.options.outbox.sends.get(action.send_id) !== undefined) {
+      this.stats.repeated++ // done (or in doubt, reported) before: nothing to run or report
       return
     }
     const outcome = await within(this.send(action, true), ACKED_TIMEOUT_MS)
@@ -130,7 +131,10 @@ export class ActionRunner {
     this.options.onFailed?.({ name: 'ActionFailed', message, stack: outcome.error.stack, send_id: action.send_id, to: action.to })
   }
 
-  /** Sends once per send id: joins a run in progress, records the outcome before answering. */
+  /**
+   * Sends once per send id: joins a run in progress, answers a recorded one from its record, and
+   * records a new one as begun (on disk before it runs) and then its outcome (before answering).
+   */
   private send(action: SayAction, recordFailure: boolean): Promise<SendOutcome> {
     const id = action.send_id
     const running = this.running.get(id)
@@ -138,8 +142,21 @@ export class ActionRunner {
       this.stats.joined++
       return running
     }
-    const { outbox } = this.options
-    const run = this.say(action)
+    const { outbox, log } = this.options
+    const recorded = outbox.sends.get(id)
+    if (recorded !== undefined) {
+      this.stats.repeated++
+      log.debug('send %s was made before: answered from its record, not sent again', id)
+      return Promise.resolve(recorded)
+    }
+    let begun = false
+    const run = this.say(action, () => {
+      // As late as possible, once everything is loaded, and written at once (not group-committed):
+      // what a crash leaves in doubt is only the puppet's call itself.
+      outbox.beginSend(id)
+      outbox.flush()
+      begun = true
+    })
       .then(
         (result): SendOutcome => ({ ok: true, result }),
         (e: unknown): SendOutcome => ({ ok: false, error: fromThrown('runtime', e) }),
@@ -149,6 +166,7 @@ export class ActionRunner {
           new Promise<SendOutcome>((resolve) => {
             if (outcome.ok) this.stats.sent++
             if (outcome.ok || recordFailure) outbox.recordSend(id, outcome)
+            else if (begun) outbox.forgetSend(id)
             // answered once the record is written: a crash after the answer never repeats it
             outbox.whenWritten(() => resolve(outcome))
           }),
@@ -158,7 +176,8 @@ export class ActionRunner {
     return run
   }
 
-  private async say(action: SayAction): Promise<Json> {
+  /** Makes the send; `begin` is awaited right before the puppet is asked (see `send`). */
+  private async say(action: SayAction, begin: () => void): Promise<Json> {
     const { bot } = this.options
     const s = action.sayable
     const conversation = load(action.kind === 'room' ? bot.Room : bot.Contact, action.to)
@@ -195,6 +214,7 @@ export class ActionRunner {
         mentions.push(contact)
       }
     }
+    begin()
     const send = (): Promise<unknown> => conversation.say(thing, ...mentions)
     const puppet = bot.puppet as unknown as ContextPuppet
     const inContext = puppet.metapuppetWithContext

@@ -9,7 +9,9 @@
  *     {"a": "<id>"}                     it left the outbox (acknowledged, rejected or dropped by the cap)
  *     {"a": "<id>", "x": [<action>]}    acknowledged with a reply: its actions are pending
  *     {"x": [<action>]}                 pending actions (written by a compaction)
+ *     {"d": "<send id>", "t": ms, "f": {kind: "interrupted", name: "SendStarted"}}   a send begins
  *     {"d": "<send id>", "t": ms, "r": <result>} / {..., "f": <error>}   a send completed (sendrecords.ts)
+ *     {"u": "<send id>"}               a send failed before anything was sent: forgotten
  *
  * With `groupCommit` the lines of one turn of the event loop are written together, in one
  * write, at `setImmediate`; `whenWritten(callback)` runs once what was queued so far is written
@@ -40,7 +42,7 @@ import { basename, dirname, join } from 'node:path'
 import { openPrivate, privateDir } from './files.js'
 import type { Logger } from './log.js'
 import { parseAction, type EventEnvelope, type TypedAction } from './protocol.js'
-import { SendRecords, parseRecord, type SendOutcome } from './sendrecords.js'
+import { SendRecords, parseRecord, startedOutcome, type SendOutcome } from './sendrecords.js'
 
 /** The file operations that write; replaceable in tests (e.g. to fail like a full disk). */
 export interface OutboxFs {
@@ -258,6 +260,31 @@ export class Outbox {
   /** Actions of acknowledged events not done yet, oldest first. */
   pendingActions(): TypedAction[] {
     return [...this.actions.values()].map((pending) => pending.action)
+  }
+
+  /**
+   * Records that a send begins (before it runs; its pending action is taken): should this process
+   * die before `recordSend`, the send is in doubt and never made again (see sendrecords.ts).
+   */
+  beginSend(sendId: string): void {
+    this.recordSend(sendId, startedOutcome(sendId))
+  }
+
+  /** Forgets a send that failed before anything was sent (a handler run again may try again). */
+  forgetSend(sendId: string): void {
+    if (this.sends.get(sendId) === undefined) return
+    this.sends.delete(sendId)
+    this.append(`${JSON.stringify({ u: sendId })}\n`)
+  }
+
+  /**
+   * The sends a crash cut short (begun, no outcome), each reported once: they are recorded as
+   * `SendInterrupted` from now on.
+   */
+  takeInterrupted(): string[] {
+    const ids = this.sends.started()
+    for (const id of ids) this.recordSend(id, startedOutcome(id, 'SendInterrupted'))
+    return ids
   }
 
   /** Records a completed send (its pending action is done). */
@@ -524,7 +551,11 @@ export class Outbox {
       return false
     }
     if (typeof record !== 'object' || record === null) return false
-    const { e, a, x, d } = record as { e?: unknown; a?: unknown; x?: unknown; d?: unknown }
+    const { e, a, x, d, u } = record as { e?: unknown; a?: unknown; x?: unknown; d?: unknown; u?: unknown }
+    if (typeof u === 'string') {
+      this.sends.delete(u)
+      return true
+    }
     if (d !== undefined) {
       const done = parseRecord(record as Record<string, unknown>)
       if (done === null) return false

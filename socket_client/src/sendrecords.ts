@@ -27,6 +27,7 @@ export interface SendRecord {
 export interface SendRecordStore {
   get(sendId: string): SendOutcome | undefined
   set(sendId: string, outcome: SendOutcome, at?: number): SendRecord
+  delete(sendId: string): void
   readonly size: number
 }
 
@@ -34,6 +35,32 @@ export interface SendRecordOptions {
   maxRecords: number
   maxAgeMs: number
   now?: () => number
+}
+
+/*
+ * A send that began and never reported back: the process died between the record that it starts
+ * (written before the send, error name `SendStarted`) and the one of its outcome. It may or may
+ * not have reached the chat; it is never sent again (a duplicate is worse than a reported gap, as
+ * with the dialog journal's `once`), and it is reported once, as a `SendInterrupted` error event
+ * (its record is renamed so).
+ */
+
+/** The outcome recorded before a send runs (`name` SendStarted; SendInterrupted once reported). */
+export function startedOutcome(sendId: string, name: 'SendStarted' | 'SendInterrupted' = 'SendStarted'): SendOutcome {
+  return {
+    ok: false,
+    error: {
+      kind: 'runtime',
+      name,
+      message: `send ${sendId} was cut short by a crash of the Node client; it is not sent again (it may or may not have reached the chat)`,
+      stack: null,
+    },
+  }
+}
+
+/** Whether `outcome` is the record of a send that began and has no outcome yet (before a crash). */
+export function isStarted(outcome: SendOutcome | undefined): boolean {
+  return outcome !== undefined && !outcome.ok && outcome.error.name === 'SendStarted'
 }
 
 /** The file line of a record: `{"d": id, "t": at, "r": result}` or `{..., "f": error}`. */
@@ -91,6 +118,19 @@ export class SendRecords implements SendRecordStore {
     this.recordBytes += Buffer.byteLength(line)
     while (this.records.size > this.options.maxRecords) this.dropOldest()
     return record
+  }
+
+  /** Forgets a send (it failed before anything was sent: a handler run again may try again). */
+  delete(sendId: string): void {
+    const old = this.records.get(sendId)
+    if (old === undefined) return
+    this.records.delete(sendId)
+    this.recordBytes -= Buffer.byteLength(old.line)
+  }
+
+  /** The ids of sends that began and have no outcome (a crash cut them short), oldest first. */
+  started(): string[] {
+    return [...this.records.entries()].filter(([, record]) => isStarted(record.outcome)).map(([id]) => id)
   }
 
   /** Drops records past the age bound (the oldest are first). */
