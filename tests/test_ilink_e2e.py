@@ -226,22 +226,27 @@ async def test_session_expiry_logs_out_with_a_reason_shows_a_new_qr_and_logs_in_
 
 async def test_a_failing_service_backs_off_and_reports_errors_rate_limited():
     events: list[BotEvent] = []
-    async with mock_wechat(Reverse(), puppet="ilink") as wx:
+    # the delays of a real account (1 s doubling to 30 s, a 35 s long poll) scaled down
+    # so the test takes seconds; the shape of the backoff is the same
+    fast = {"retry_delay_ms": 250, "retry_delay_max_ms": 1_000, "long_poll_timeout_ms": 2_000}
+    async with mock_wechat(Reverse(), puppet="ilink", puppet_options=fast) as wx:
         wx.server.add_event_listener(events.append)
         wx.sim.reset_counts()
         wx.sim.add_fault("getupdates", "http_error", count=1000, status=500)
-        await asyncio.sleep(8)
+        await asyncio.sleep(5)
         polls = wx.sim.request_count("getupdates")
         errors = [e for e in events if e.name == "error"]
-        print(f"\n8 s of HTTP 500: {polls} polls, {len(errors)} error events")
-        assert polls <= 12, "the puppet retried in a tight loop"
+        print(f"\n5 s of HTTP 500: {polls} polls, {len(errors)} error events")
+        # capped at 1 s with jitter in its upper half: at most ~11 polls in 5 s; a tight
+        # loop would make hundreds
+        assert polls <= 14, "the puppet retried in a tight loop"
         assert len(errors) <= 3, "an error event per retry"
         assert wx.server.bots == ["mock-bot"]  # the bridge stays up
         wx.sim.clear_faults()
         wx.sim.add_fault("getupdates", "hang", count=1)
         alice = await wx.contact("Alice")
         await alice.say("still there?")
-        assert (await alice.next_reply(timeout=45)).text == "?ereht llits"
+        assert (await alice.next_reply(timeout=20)).text == "?ereht llits"
 
 
 async def test_typing_shows_while_the_robot_works():

@@ -296,8 +296,10 @@ class ConnectionGuard:
                     session.remote,
                     self.limits.auth_timeout,
                 )
-                session.opened = now  # once: if it lingers, the next sweep forgets it
                 self.cut(eio_sid)
+                # its slots are free now, not when Engine.IO gets round to the disconnect:
+                # a client that reconnects at once must not be refused for a dead session
+                self.forget(eio_sid)
 
     # ------------------------------------------------------------------ websocket driver hooks
 
