@@ -23,6 +23,7 @@ processes) can be added beside them:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from abc import ABC, abstractmethod
@@ -153,7 +154,7 @@ class FileSeenStore(MemorySeenStore):
     async def record(self, event_id: str, actions: Actions | None) -> None:
         self.remember(event_id, actions)
         record: dict[str, Any] = {"i": event_id, "x": actions} if actions else {"i": event_id}
-        self._buffer.append(orjson.dumps(record) + b"\n")
+        self._buffer.append(_dumps(record) + b"\n")
         waiter = self._waiter
         if waiter is None:
             loop = asyncio.get_running_loop()
@@ -234,10 +235,25 @@ class FileSeenStore(MemorySeenStore):
             for path in (self.previous_path, self.journal_path):
                 path.unlink(missing_ok=True)
             self._lines = 0
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: text UTF-8 cannot hold
             log.error("could not save the handled event ids to %s: %s", self.snapshot_path, exc)
             return SaveFailure("the handled event ids", self.snapshot_path, str(exc))
         return None
+
+
+def _dumps(record: Any) -> bytes:
+    try:
+        return orjson.dumps(record)
+    except TypeError:
+        # what orjson refuses and JSON can still say: a lone UTF-16 surrogate in a reply
+        return json.dumps(record, separators=(",", ":")).encode("ascii")
+
+
+def _loads(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)  # an escaped lone surrogate, as _dumps wrote it
 
 
 def _last_unique(
@@ -254,8 +270,8 @@ def _last_unique(
 def _read_snapshot(path: Path) -> list[tuple[str, Actions | None]]:
     """``seen-event-ids.json``: a list of ids (before protocol 3) or ``{ids, actions}``."""
     try:
-        data = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
+        data = _loads(path.read_bytes())
+    except (OSError, ValueError) as exc:
         log.warning("ignored unreadable %s: %s", path, exc)
         return []
     if isinstance(data, list):
@@ -283,10 +299,10 @@ def _read_journal(path: Path) -> list[tuple[str, Actions | None]]:
         if not line.strip():
             continue
         try:
-            record = orjson.loads(line)
+            record = _loads(line)
             event_id = record["i"]
             actions = record.get("x")
-        except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError):
             bad += 1
             continue
         if isinstance(event_id, str):
