@@ -19,7 +19,7 @@ from typing import Any, Final
 from . import protocol, snippets
 from ._loop import on_loop, running_loop
 from .budget import SendBudgets
-from .errors import MetaPuppetError, NotSupported, SendWindowClosed, SnippetError
+from .errors import MetaPuppetError, NotSupported, SendWindowClosed, SnippetError, SnippetTimeout
 from .protocol import BotEvent, Capabilities
 from .transport.link import PuppetLink
 from .transport.registry import PuppetRegistry
@@ -234,26 +234,35 @@ class PuppetClient:
         window = None
         if rules is not None:
             try:
-                window = self.budgets.check(link.bot, to, rules, reply_to)
+                # counted now (atomically, across processes in cluster mode), given back
+                # below when the send surely did not go out
+                window = await self.budgets.reserve(link.bot, to, rules, reply_to)
             except SendWindowClosed:
                 if self.observer is not None:
                     self.observer.refused(link.bot, "budget")
                 raise
             # only a channel with send windows needs to know what a send answers
             args["replyTo"] = window.message_id if window is not None else None
-        if self.rate_limiter is not None:
-            await self.rate_limiter.acquire(link.bot, to)
+        sending = False
         try:
+            if self.rate_limiter is not None:
+                await self.rate_limiter.acquire(link.bot, to)
+            sending = True
             result = await self._run(link, snippets.SAY, args, SAY_TIMEOUT_S)
         except SnippetError as exc:
             if rules is None or exc.code != SEND_REFUSED:
+                if not isinstance(exc, SnippetTimeout):  # a timed-out send may have gone
+                    await self.budgets.release(link.bot, to, window)
                 raise
             reason = f"the channel refused a send (code {exc.code}): its send window is closed"
-            self.budgets.refused(link.bot, to, window, reason)
+            await self.budgets.refuse(link.bot, to, window, reason)
             if self.observer is not None:
                 self.observer.refused(link.bot, "channel")
             raise SendWindowClosed(link.bot, to, reason, closed_at=time.time()) from exc
-        self.budgets.spent(link.bot, to, window)
+        except BaseException:
+            if not sending:
+                await self.budgets.release(link.bot, to, window)
+            raise
         if self.observer is not None:
             self.observer.sent(link.bot)
         return str(result) if result else None

@@ -1,0 +1,160 @@
+"""The shared state's Redis client, and whether Redis answers right now.
+
+One redis-py asyncio client per process (a blocking pool: a busy process waits for a free
+connection instead of failing). Every command goes through :meth:`SharedState.run`, which
+turns a Redis failure into :class:`~MetaPuppet.errors.ClusterUnavailable` naming the URL
+(never its password) and marks Redis as lost until a later command works again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import ClusterUnavailable, ConfigError
+from .settings import ClusterSettings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+__all__ = ["SharedState", "connect_redis"]
+
+log = logging.getLogger("MetaPuppet.cluster")
+T = TypeVar("T")
+
+#: a Redis that does not take the connection within this long counts as unreachable
+CONNECT_TIMEOUT_S = 3.0
+#: commands running at once per process; more wait for a free connection
+MAX_CONNECTIONS = 64
+
+
+def connect_redis(settings: ClusterSettings) -> Redis:
+    """A redis-py asyncio client for ``settings.redis_url``.
+
+    ``redis+sentinel://`` URLs are read with python-socketio's own parser (the manager reads
+    them the same way); ``valkey://`` URLs speak the same protocol and use redis-py here.
+    """
+    try:
+        import redis.asyncio as redis_asyncio
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigError(
+            "cluster mode needs the redis package: pip install 'MetaPuppet[redis]'"
+        ) from None
+    url = settings.redis_url
+    scheme = url.partition("://")[0].lower()
+    if scheme.endswith("+sentinel"):
+        from redis.asyncio.sentinel import Sentinel
+        from socketio.redis_manager import parse_redis_sentinel_url
+
+        sentinels, service, options = parse_redis_sentinel_url(url)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            sentinels, socket_connect_timeout=CONNECT_TIMEOUT_S, **options
+        )
+        client: Redis = sentinel.master_for(service or settings.channel)
+        return client
+    if scheme in ("valkey", "valkeys"):
+        parts = urlsplit(url)
+        url = urlunsplit(("redis" if scheme == "valkey" else "rediss", *parts[1:]))
+    pool = redis_asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=CONNECT_TIMEOUT_S * 2,
+        socket_connect_timeout=CONNECT_TIMEOUT_S,
+    )
+    return redis_asyncio.Redis(connection_pool=pool)
+
+
+class SharedState:
+    """This process's client of the shared Redis, and its health.
+
+    ``on_back`` hooks run (as tasks, by the caller's loop) when Redis answers again after it
+    was lost.
+    """
+
+    def __init__(self, settings: ClusterSettings) -> None:
+        self.settings = settings
+        self.client = connect_redis(settings)
+        self.up = False
+        self.lost_at: float | None = None
+        self.on_back: list[Callable[[], Any]] = []
+        self._failures = 0
+
+    def key(self, *parts: str) -> str:
+        """A key of ours: ``<key_prefix>:<part>:<part>...``."""
+        return ":".join((self.settings.key_prefix, *parts))
+
+    def unavailable(self, what: str, cause: object = None) -> ClusterUnavailable:
+        detail = f" ({cause})" if cause else ""
+        return ClusterUnavailable(
+            f"{what}: the cluster's Redis at {self.settings.safe_url} cannot be reached"
+            f"{detail}; events wait in the Node clients' outboxes until it is back"
+        )
+
+    def check(self, what: str) -> None:
+        """Raise :class:`ClusterUnavailable` at once while Redis is lost."""
+        if not self.up:
+            raise self.unavailable(what, "lost since " + _clock(self.lost_at))
+
+    async def run(self, what: str, command: Awaitable[T]) -> T:
+        """Await one Redis command; a failure marks Redis lost and raises ClusterUnavailable."""
+        try:
+            result = await command
+        except Exception as exc:
+            if not _is_redis_failure(exc):
+                raise
+            self.lost(exc)
+            raise self.unavailable(what, exc) from None
+        self.back()
+        return result
+
+    def lost(self, cause: object) -> None:
+        """Redis stopped answering."""
+        self._failures += 1
+        if self.up or self.lost_at is None:
+            self.lost_at = time.time()
+            log.error(
+                "lost the cluster's Redis at %s (%s): calls fail with ClusterUnavailable and "
+                "events wait in the Node clients' outboxes until it is back",
+                self.settings.safe_url,
+                cause,
+            )
+        self.up = False
+
+    def back(self) -> None:
+        """Redis answers (again)."""
+        if self.up:
+            return
+        if self.lost_at is not None and self._failures:
+            log.warning(
+                "the cluster's Redis at %s answers again (lost for %.1f s)",
+                self.settings.safe_url,
+                time.time() - self.lost_at,
+            )
+        self.up = True
+        self._failures = 0
+        for hook in list(self.on_back):
+            hook()
+
+    async def close(self) -> None:
+        try:
+            await self.client.aclose()
+            await self.client.connection_pool.disconnect()
+        except Exception:  # pragma: no cover - best effort on the way out
+            log.debug("closing the Redis client failed", exc_info=True)
+
+
+def _is_redis_failure(exc: BaseException) -> bool:
+    """A lost or unreachable Redis (not a bad command: that is a bug, raised as it is)."""
+    try:
+        from redis import exceptions
+    except ImportError:  # pragma: no cover
+        return isinstance(exc, OSError | TimeoutError)
+    lost = (exceptions.ConnectionError, exceptions.TimeoutError, exceptions.ReadOnlyError)
+    return isinstance(exc, lost | OSError | TimeoutError)
+
+
+def _clock(at: float | None) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at)) if at else "the start"
