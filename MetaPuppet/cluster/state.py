@@ -153,7 +153,7 @@ def _is_redis_failure(exc: BaseException) -> bool:
     except ImportError:  # pragma: no cover
         return isinstance(exc, OSError | TimeoutError)
     lost = (exceptions.ConnectionError, exceptions.TimeoutError, exceptions.ReadOnlyError)
-    return isinstance(exc, lost | OSError | TimeoutError)
+    return isinstance(exc, (*lost, OSError, TimeoutError))
 
 
 def _clock(at: float | None) -> str:
