@@ -107,7 +107,10 @@ def test_passwords_never_show():
 
 async def test_an_event_id_is_handled_once_across_processes(two):
     a_state, b_state = two
-    a, b = RedisSeenIds(a_state, "host-a", poll_s=0.01), RedisSeenIds(b_state, "host-b", poll_s=0.01)
+    a, b = (
+        RedisSeenIds(a_state, "host-a", poll_s=0.01),
+        RedisSeenIds(b_state, "host-b", poll_s=0.01),
+    )
     for state, host in ((a_state, "host-a"), (b_state, "host-b")):  # both alive
         await state.client.set(state.key("host", host), "{}", px=60_000)
     assert await a.claim("e1") is True
@@ -235,8 +238,12 @@ async def test_a_chat_waits_for_its_own_limit_before_booking_the_bot_s(two):
     async def record(seconds: float) -> None:
         sleeps.append(seconds)
 
-    limiter = RedisRateLimiter(a_state, Rate(1, per=1.0, burst=1), Rate(100, per=1.0, burst=50), sleep=record)
-    other = RedisRateLimiter(b_state, Rate(1, per=1.0, burst=1), Rate(100, per=1.0, burst=50), sleep=record)
+    limiter = RedisRateLimiter(
+        a_state, Rate(1, per=1.0, burst=1), Rate(100, per=1.0, burst=50), sleep=record
+    )
+    other = RedisRateLimiter(
+        b_state, Rate(1, per=1.0, burst=1), Rate(100, per=1.0, burst=50), sleep=record
+    )
     assert await limiter.acquire("shop", "alice") == 0
     waited = await other.acquire("shop", "alice")  # the same chat from the other process
     assert waited == pytest.approx(1.0, abs=0.05)
@@ -319,8 +326,14 @@ async def test_budgets_hold_across_real_processes(redis_url, prefix):  # noqa: F
     start = time.time() + 3  # after the workers' imports
     workers = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", BUDGET_WORKER, redis_url, prefix, str(start),
-            stdout=asyncio.subprocess.PIPE, cwd=ROOT,
+            sys.executable,
+            "-c",
+            BUDGET_WORKER,
+            redis_url,
+            prefix,
+            str(start),
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
         )  # fmt: skip
         for _ in range(3)
     ]
@@ -347,7 +360,9 @@ async def test_redis_unreachable_at_start_is_a_clear_error_without_the_password(
 
 def test_serve_without_its_redis_exits_2_naming_the_url(tmp_path):
     port = free_port()
-    (tmp_path / "config.json").write_text(json.dumps({"server": {"token": "t" * 20, "port": free_port()}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"server": {"token": "t" * 20, "port": free_port()}})
+    )
     done = subprocess.run(
         [sys.executable, "-m", "MetaPuppet", "serve", "--config", "config.json",
          "--redis", f"redis://:hunter2@127.0.0.1:{port}/0"],
