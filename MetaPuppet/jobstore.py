@@ -143,7 +143,18 @@ def make_store(spec: Any, data_dir: Path | None) -> BaseJobStore:
     if isinstance(spec, BaseJobStore):
         return spec
     if spec in (None, "sqlite"):
-        return MemoryJobStore() if data_dir is None else SQLiteJobStore(data_dir / "jobs.db")
+        if data_dir is None:
+            return MemoryJobStore()
+        try:
+            return SQLiteJobStore(data_dir / "jobs.db")
+        except (OSError, sqlite3.Error) as exc:
+            log.error(
+                "cannot keep scheduled jobs in %s (%s): they are kept in memory only, so a "
+                "restart forgets when they last ran; fix the data directory",
+                data_dir / "jobs.db",
+                exc,
+            )
+            return MemoryJobStore()
     if spec == "memory":
         return MemoryJobStore()
     if isinstance(spec, str) and spec.startswith(("redis://", "rediss://", "unix://")):

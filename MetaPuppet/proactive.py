@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -115,7 +116,18 @@ class ProactiveOutbox:
         """Open the queue (``proactive.db`` in ``data_dir``); sends a crash cut off end as
         failed ``interrupted``."""
         self.store.close()
-        self.store = OutboxStore(None if data_dir is None else data_dir / "proactive.db")
+        path = None if data_dir is None else data_dir / "proactive.db"
+        try:
+            self.store = OutboxStore(path)
+        except (OSError, sqlite3.Error) as exc:
+            # the server still serves; what it could not keep durably, it says
+            log.error(
+                "cannot keep proactive messages in %s (%s): they are kept in memory only "
+                "and a restart loses them; fix the data directory",
+                path,
+                exc,
+            )
+            self.store = OutboxStore(None)
         for record in self.store.in_state(SENDING):
             self._finish(
                 record,

@@ -87,15 +87,10 @@ async def test_a_logout_with_a_reason_then_a_new_qr_code_asks_to_scan_again(serv
 async def test_the_puppet_state_from_the_heartbeat_reaches_the_bots_list(server):
     import socketio
 
-    from MetaPuppet.protocol import PROTOCOL_VERSION
+    from MetaPuppet.web_client import connect
 
     client = socketio.AsyncClient(reconnection=False)
-    await client.connect(
-        server.url,
-        auth={"token": MAIN, "role": "puppet", "protocol": PROTOCOL_VERSION, "bot": "wx"},
-        transports=["websocket"],
-        wait_timeout=5,
-    )
+    await connect(server.url, MAIN, role="puppet", bot="wx", client=client, wait_timeout=5)
     try:
         puppet = {
             "state": "retrying",

@@ -283,7 +283,7 @@ async def test_an_ilink_bot_shows_no_rooms_its_send_budget_and_scan_again(page):
 async def test_a_puppet_that_cannot_get_through_says_so_in_the_bots_panel(page):
     import socketio
 
-    from MetaPuppet.protocol import PROTOCOL_VERSION
+    from MetaPuppet.web_client import connect
 
     server = SweetSocketServer(config=Config(), token=new_token(), port=0, rate_limiter=None)
     await server.start(host="127.0.0.1", port=0)
@@ -291,9 +291,8 @@ async def test_a_puppet_that_cannot_get_through_says_so_in_the_bots_panel(page):
     # a puppet still starting has no contacts or rooms yet
     puppet.on("exec", lambda data: {"ok": True, "result": []})
     try:
-        auth = {"token": server.token, "role": "puppet", "protocol": PROTOCOL_VERSION}
-        await puppet.connect(
-            server.url, auth={**auth, "bot": "wx"}, transports=["websocket"], wait_timeout=5
+        await connect(
+            server.url, server.token, role="puppet", bot="wx", client=puppet, wait_timeout=5
         )
         await sign_in(page, server)
         await page.locator("#bots li[data-bot=wx]").wait_for()

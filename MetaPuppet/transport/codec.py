@@ -11,6 +11,7 @@ python-socketio clients in the same process. Checked against python-socketio 5.1
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -24,7 +25,12 @@ class OrjsonCodec:
 
     @staticmethod
     def dumps(obj: Any, **_: Any) -> str:
-        return orjson.dumps(obj).decode("utf-8")
+        try:
+            return orjson.dumps(obj).decode("utf-8")
+        except TypeError:
+            # what orjson refuses and JSON can still say: a lone UTF-16 surrogate (escaped
+            # as \udXXX), an integer past 64 bits; anything else fails here as before
+            return json.dumps(obj, separators=(",", ":"))
 
     @staticmethod
     def loads(text: str | bytes, **_: Any) -> Any:
