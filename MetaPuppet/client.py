@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from . import protocol, snippets
@@ -67,6 +67,9 @@ class PuppetClient:
         self.loop: asyncio.AbstractEventLoop | None = None
         #: told of every exec's latency, every send and refusal (``metrics.Metrics``)
         self.observer: Any = None
+        #: cluster mode: a key for each send of a handler (None outside one), so the Node
+        #: client sends it once even when the handler runs again after a fail-over
+        self.send_key: Callable[[], str | None] | None = None
 
     def capabilities(self, bot: str | None = None) -> Capabilities:
         """What the channel of ``bot`` (or of the only bot) can do."""
@@ -208,6 +211,9 @@ class PuppetClient:
             "sayable": sayable_to_wire(something),
             "mentions": [id_of(m) for m in mentions],
         }
+        key = None if self.send_key is None else self.send_key()
+        if key is not None:
+            args["sendId"] = key
         call = self._say(bot, to, room if room is not None else named_room, args, reply_to)
         if self.loop is not None and running_loop() is not self.loop:
             return await on_loop(self.loop, call)

@@ -35,6 +35,7 @@ from .intake import ClusterIntake
 from .manager import ClusterManager
 from .ratelimit import RedisRateLimiter
 from .seen import RedisSeenIds
+from .sends import send_key
 from .settings import ClusterSettings
 from .state import CONNECT_TIMEOUT_S, SharedState
 
@@ -50,6 +51,7 @@ class _Shows(Protocol):
 class _Client(Protocol):
     rate_limiter: Any
     budgets: Any
+    send_key: Callable[[], str | None] | None
 
     def note_event(self, event: BotEvent) -> None: ...
 
@@ -119,6 +121,7 @@ class Cluster:
                 limiter,
             )
         client.budgets = RedisSendBudgets(self.state)
+        client.send_key = send_key
         self.forwarder = EventForwarder(
             self.manager,
             self.state,

@@ -24,6 +24,7 @@ from .. import protocol
 from ..errors import ClusterUnavailable
 from ..presence import ClientInfo
 from ..transport.sio import TransportHandlers
+from . import sends
 from .seen import SeenIds
 
 __all__ = ["ClusterIntake"]
@@ -71,7 +72,8 @@ class ClusterIntake:
             if before is not None and not before.done():
                 await asyncio.wait([before])  # the previous event went on first
             if refusal is None and first:
-                handling = asyncio.ensure_future(self.inner.on_puppet_event(info, data))
+                with sends.handling(event_id):  # the handler's sends are keyed by the event
+                    handling = asyncio.ensure_future(self.inner.on_puppet_event(info, data))
         finally:
             if not gate.done():
                 gate.set_result(None)
