@@ -108,7 +108,12 @@ class Cluster:
         )
         host.presence.extend = self.directory.merge
         self.seen = RedisSeenIds(self.state, self.host_id)
-        self.intake = ClusterIntake(transport.handlers, self.seen, on_client=self._client_changed)
+        self.intake = ClusterIntake(
+            transport.handlers,
+            self.seen,
+            on_client=self._client_changed,
+            shared=lambda data: _runs_robot(host, data),
+        )
         transport.handlers = self.intake
         client = host.client
         limiter = client.rate_limiter
@@ -128,6 +133,7 @@ class Cluster:
             show=host.web.show_event,
             note=client.note_event,
             max_bytes=self.settings.forward_max_bytes,
+            peers=lambda: bool(self.directory is not None and self.directory.remote),
         )
         host.add_event_listener(self.forwarder)
 
@@ -230,3 +236,15 @@ class Cluster:
         )
         for sid in sids:
             self._spawn(self._sio.disconnect(sid))
+
+
+def _runs_robot(host: object, data: dict[str, Any]) -> bool:
+    """Whether the robot may run for this event: the bot's own messages (the echo of every
+    reply) do not, unless it asks for them, so they need no shared dedupe (a copy re-sent
+    after a fail-over only shows twice in another process's feed)."""
+    if data.get("name") != "message":
+        return True
+    payload = data.get("payload")
+    if not isinstance(payload, dict) or not payload.get("self"):
+        return True
+    return bool(getattr(getattr(host, "robot", None), "handle_self_messages", False))

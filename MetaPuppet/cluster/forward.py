@@ -48,12 +48,15 @@ class EventForwarder:
         max_bytes: int,
         interval: float = 0.02,
         max_queue: int = 10_000,
+        peers: Callable[[], bool] = lambda: True,
     ) -> None:
         self.manager = manager
         self.state = state
         self.show = show
         self.note = note
         self.max_bytes = max_bytes
+        #: whether another server process is known: alone, nothing is published
+        self.peers = peers
         self.interval = interval
         self._queue: deque[tuple[dict[str, Any], int]] = deque()
         self.max_queue = max_queue
@@ -80,8 +83,8 @@ class EventForwarder:
 
     def __call__(self, event: BotEvent) -> None:
         """A pipeline listener: queue this process's event for the others."""
-        if self._wake is None:
-            return
+        if self._wake is None or not self.peers():
+            return  # a process that joins later shows what happens from then on
         wire = event.to_wire()
         size = len(orjson.dumps(wire))
         if size > self.max_bytes:

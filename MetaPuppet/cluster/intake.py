@@ -41,9 +41,12 @@ class ClusterIntake:
         seen: SeenIds,
         *,
         on_client: Callable[[ClientInfo, bool], None] | None = None,
+        shared: Callable[[dict[str, Any]], bool] = lambda data: True,
     ) -> None:
         self.inner = inner
         self.seen = seen
+        #: whether an event needs the shared dedupe (the robot may run for it)
+        self.shared = shared
         self.on_client_hook = on_client
         #: puppet connections whose events were turned away while Redis was lost
         self.deferred: set[str] = set()
@@ -54,6 +57,7 @@ class ClusterIntake:
         if not isinstance(event_id, str) or not event_id or data.get("name") == "heartbeat":
             return await self.inner.on_puppet_event(info, data)
         sid = info.sid
+        shared = self.shared(data)
         before = self._gates.get(sid)
         gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._gates[sid] = gate
@@ -63,6 +67,8 @@ class ClusterIntake:
         try:
             if sid in self.deferred:
                 refusal = "an earlier event of this connection waits for the cluster's Redis"
+            elif not shared:
+                first = True  # nothing runs for it: this process's own dedupe suffices
             else:
                 try:
                     first = await self.seen.claim(event_id)
@@ -84,6 +90,8 @@ class ClusterIntake:
         if handling is None:
             return protocol.ok()  # handled already, here or by another process
         ack = await handling
+        if not shared:
+            return ack
         if isinstance(ack, dict) and ack.get("ok"):
             try:
                 await self.seen.done(event_id)

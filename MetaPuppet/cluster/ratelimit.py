@@ -69,7 +69,6 @@ class RedisRateLimiter:
         self.per_chat = per_chat
         self.per_bot = per_bot
         self._sleep = sleep
-        self._script = state.client.register_script(RESERVE_SCRIPT)
 
     def _key(self, *parts: str) -> str:
         return self.state.key("rate", *parts)
@@ -79,8 +78,9 @@ class RedisRateLimiter:
         args: list[int] = []
         for _, rate in buckets:
             args.extend(_bucket(rate))
-        waits = await self.state.run(
-            "checking the outgoing rate limit", self._script(keys=keys, args=args)
+        waits = await self.state.batched(
+            "checking the outgoing rate limit",
+            lambda pipe: pipe.eval(RESERVE_SCRIPT, len(keys), *keys, *args),
         )
         return [float(w) / 1e6 for w in waits]
 

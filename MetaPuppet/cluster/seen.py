@@ -82,7 +82,6 @@ class RedisSeenIds:
         self._lease_ms = str(max(1, int(settings.claim_lease_s * 1000)))
         self._done_ms = max(1, int(settings.seen_ttl_s * 1000))
         self._host_prefix = state.key("host", "")
-        self._claim = state.client.register_script(CLAIM_SCRIPT)
         self._release = state.client.register_script(RELEASE_SCRIPT)
         #: events taken over from a process that was gone (for the logs and tests)
         self.taken_over = 0
@@ -92,10 +91,11 @@ class RedisSeenIds:
 
     async def claim(self, event_id: str) -> bool:
         key, waited_since = self._key(event_id), None
+        args = (self.host_id, self._lease_ms, self._host_prefix)
         while True:
-            verdict = await self.state.run(
+            verdict = await self.state.batched(
                 "checking whether an event was handled",
-                self._claim(keys=[key], args=[self.host_id, self._lease_ms, self._host_prefix]),
+                lambda pipe: pipe.eval(CLAIM_SCRIPT, 1, key, *args),
             )
             if verdict == 0:
                 return False
@@ -110,9 +110,9 @@ class RedisSeenIds:
             await asyncio.sleep(self.poll_s)
 
     async def done(self, event_id: str) -> None:
-        await self.state.run(
-            "recording a handled event",
-            self.state.client.set(self._key(event_id), "d", px=self._done_ms),
+        key = self._key(event_id)
+        await self.state.batched(
+            "recording a handled event", lambda pipe: pipe.set(key, "d", px=self._done_ms)
         )
 
     async def release(self, event_id: str) -> None:
