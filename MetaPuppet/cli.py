@@ -178,7 +178,7 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
             if cluster is None
             else RedisStorage(
                 connect_redis(cluster.settings),
-                namespace=cluster.settings.key_prefix,
+                namespace=f"{cluster.settings.key_prefix}:dialog",
                 owns_client=True,
             )
         )

@@ -247,10 +247,12 @@ class Measured:
         runs: list[tuple[Callable[..., Awaitable[dict[str, Any]]], str]],
         stats: RedisStats | None,
         extra_pids: list[int],
+        redis_pid: int | None = None,
     ) -> None:
         self.runs = runs  # (run, user id of its bot)
         self.stats = stats
         self.extra_pids = extra_pids
+        self.redis_pid = redis_pid
         self.last: dict[str, Any] = {}
         #: the second bot's contacts (``cluster2``)
         self.second_ids: list[str] = []
@@ -258,6 +260,7 @@ class Measured:
     async def __call__(self, args: dict[str, Any], timeout: float) -> dict[str, Any]:
         before = await self.stats.snapshot() if self.stats is not None else None
         cpu0 = {pid: cl.group_cpu_seconds(pid) for pid in self.extra_pids}
+        redis0 = cl.group_cpu_seconds(self.redis_pid) if self.redis_pid else 0.0
         calls = []
         for index, (run, user) in enumerate(self.runs):
             mine = dict(args, userId=user, tag=f"{args['tag']}b{index}")
@@ -266,6 +269,8 @@ class Measured:
             calls.append(run(mine, timeout))
         results = await asyncio.gather(*calls)
         self.last = {"extra_cpu_s": {pid: cl.group_cpu_seconds(pid) - c for pid, c in cpu0.items()}}
+        if self.redis_pid:
+            self.last["redis_cpu_s"] = cl.group_cpu_seconds(self.redis_pid) - redis0
         if self.stats is not None and before is not None:
             total, by_command = await self.stats.snapshot()
             self.last["redis_commands"] = total - before[0]
@@ -303,7 +308,7 @@ async def systems(options: argparse.Namespace) -> AsyncIterator[dict[str, Any]]:
         if prefix is not None:
             raw["cluster"] = {"redis_url": redis.url, "key_prefix": prefix, "channel": prefix}
             # what `serve --redis` picks: the dialogs in the shared Redis
-            robot.dialog_store = RedisStorage.from_url(redis.url, namespace=prefix)
+            robot.dialog_store = RedisStorage.from_url(redis.url, namespace=f"{prefix}:dialog")
         made = SweetSocketServer(robot=robot, config=Config(raw=raw), token=token, port=0)
         servers.append(made)
         return made
@@ -337,11 +342,15 @@ async def systems(options: argparse.Namespace) -> AsyncIterator[dict[str, Any]]:
             *(bots.start(via, bot, url, options.contacts) for _, via, bot, url in wanted)
         )
         got = {bot: one for (_, _, bot, _), one in zip(wanted, started, strict=True)}
+        redis_pid = None if redis.process is None else redis.process.pid
         for name, via, bot, _ in wanted:
             if name != "cluster2":
-                measured = Measured([(driver(via, bot), got[bot]["user"])], stats, [])
-                if name == "single":
-                    measured.stats = None
+                measured = Measured(
+                    [(driver(via, bot), got[bot]["user"])],
+                    None if name == "single" else stats,
+                    [],
+                    None if name == "single" else redis_pid,
+                )
                 found[name] = (got[bot], measured, [got[bot]["pid"]])
         if serve_b is not None:
             assert serve_b.process is not None
@@ -354,6 +363,7 @@ async def systems(options: argparse.Namespace) -> AsyncIterator[dict[str, Any]]:
                 ],
                 stats,
                 [b_got["pid"], serve_b.process.pid],
+                redis_pid,
             )
             measured.second_ids = b_got["ids"]
             found["cluster2"] = (a_got, measured, [a_got["pid"], b_got["pid"], serve_b.process.pid])
@@ -444,6 +454,8 @@ def finish(row: dict[str, Any], measured: Measured, name: str) -> dict[str, Any]
         node_b, python_b = list(extra.values())[:2]
         row["python_cpu_ms_per_msg"] += python_b * 1000 / replies
         row["node_cpu_ms_per_msg"] += node_b * 1000 / replies
+    if "redis_cpu_s" in measured.last and replies:
+        row["redis_cpu_ms_per_msg"] = round(measured.last["redis_cpu_s"] * 1000 / replies, 4)
     if "redis_commands" in measured.last:
         row["redis_commands"] = measured.last["redis_commands"]
         row["redis_per_msg"] = (

@@ -136,7 +136,9 @@ class Cluster:
         raw = Config().raw
         raw["server"]["rate_limit"] = rate_limit
         raw["cluster"] = {"redis_url": redis, "key_prefix": self.prefix, "channel": self.prefix}
-        self.robot = ClusterRobot(dialog_store=RedisStorage.from_url(redis, namespace=self.prefix))
+        self.robot = ClusterRobot(
+            dialog_store=RedisStorage.from_url(redis, namespace=f"{self.prefix}:dialog")
+        )
         self.a = SweetSocketServer(
             robot=self.robot, config=Config(raw=raw), token=self.token, port=0
         )

@@ -81,10 +81,13 @@ class Batcher:
     #: at most this many commands in one pipeline
     MAX_BATCH = 256
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, *, in_flight: int = 1) -> None:
         self.client = client
         self._pending: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
-        self._busy = False
+        #: pipelines that may be in flight at once (more: the next waits for one to return)
+        self.in_flight = in_flight
+        self._flying = 0
+        self._scheduled = False
         #: pipelines sent and commands in them (for tests and the bench)
         self.batches = 0
         self.commands = 0
@@ -94,18 +97,25 @@ class Batcher:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._pending.append((add, future))
-        if not self._busy:
-            self._busy = True
+        if not self._scheduled and self._flying < self.in_flight:
+            self._scheduled = True
             loop.call_soon(self._flush, loop)
         return future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._pending = self._pending[: self.MAX_BATCH], self._pending[self.MAX_BATCH :]
-        if not batch:
-            self._busy = False
-            return
-        task = loop.create_task(self._send(batch))
-        task.add_done_callback(lambda _: self._flush(loop))
+        self._scheduled = False
+        while self._pending and self._flying < self.in_flight:
+            batch = self._pending[: self.MAX_BATCH]
+            del self._pending[: self.MAX_BATCH]
+            self._flying += 1
+            task = loop.create_task(self._send(batch))
+            task.add_done_callback(lambda _: self._landed(loop))
+
+    def _landed(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._flying -= 1
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._flush, loop)
 
     async def _send(self, batch: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]]) -> None:
         self.batches += 1
