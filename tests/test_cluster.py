@@ -398,3 +398,23 @@ async def _key_later() -> str | None:
 
     await asyncio.sleep(0)
     return send_key()
+
+
+async def test_concurrent_claims_share_a_pipeline_and_an_error_stays_with_its_caller(two):
+    state = two[0]
+    seen = RedisSeenIds(state, "h1")
+    batches = state.batcher.batches
+    claimed = await asyncio.gather(*(seen.claim(f"ev-{i}") for i in range(50)))
+    assert claimed == [True] * 50
+    assert state.batcher.batches - batches <= 3  # 50 claims, one or two round trips
+    await state.client.set(state.key("text"), "not a number")
+
+    async def bad() -> None:
+        await state.batched("a bad command", lambda pipe: pipe.incr(state.key("text")))
+
+    results = await asyncio.gather(
+        bad(), *(seen.claim(f"ev-{i}") for i in range(3)), return_exceptions=True
+    )
+    assert "not an integer" in str(results[0])
+    assert results[1:] == [True, True, True]  # claimed by this very process: it goes on
+    assert state.up  # a bad command is a bug, raised as it is, not a lost Redis
