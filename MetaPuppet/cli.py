@@ -168,10 +168,21 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
     server.add_event_listener(snapshot_after_login)
     server.on_shutdown(server.write_snapshots)
     if getattr(robot, "dialog_store", "absent") is None:
-        # dialogs survive a restart by default: the embedded SQLite store, no server needed
-        from .storage import SQLiteStorage
+        # dialogs survive a restart by default: the embedded SQLite store, no server needed;
+        # in a cluster, the shared Redis (a dialog continues on whichever process gets it)
+        from .cluster.state import connect_redis
+        from .storage import RedisStorage, SQLiteStorage
 
-        robot.dialog_store = SQLiteStorage(config.data_dir / "dialogs.db")
+        cluster = server.cluster
+        robot.dialog_store = (
+            SQLiteStorage(config.data_dir / "dialogs.db")
+            if cluster is None
+            else RedisStorage(
+                connect_redis(cluster.settings),
+                namespace=f"{cluster.settings.key_prefix}:dialog",
+                owns_client=True,
+            )
+        )
     store = getattr(robot, "dialog_store", None)
     if store is not None:
         server.on_shutdown(store.close)  # after the last handler: every write is committed
@@ -181,6 +192,8 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     print(f"MetaPuppet serving {type(robot).__name__} on {server.url}; Ctrl-C stops.", flush=True)
     print(f"outgoing rate limit: {describe_rate_limits(config.rate_limits)}", flush=True)
+    if server.cluster is not None:
+        print(f"cluster: shared state in Redis at {server.cluster.settings.safe_url}", flush=True)
     await stop.wait()
     print("stopping: finishing running handlers, writing snapshots…", flush=True)
     await server.stop()
@@ -229,6 +242,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.rate_limit is not None:
         parse_rate_limit(args.rate_limit, where="--rate-limit")  # a bad flag names the flag
         config = config.with_overrides(rate_limit=args.rate_limit)
+    if args.redis:
+        config.raw.setdefault("cluster", {})["redis_url"] = args.redis
     return run_on_loop(_serve(args, config), config.event_loop)
 
 
@@ -524,6 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="outgoing rate limit, overrides server.rate_limit: "
         + RATE_LIMIT_HELP
         + "; default per_chat=1/1s:5,per_bot=40/1m:20",
+    )
+    serve.add_argument(
+        "--redis",
+        metavar="URL",
+        help="join a cluster of server processes on this Redis (overrides cluster.redis_url "
+        "and METAPUPPET_REDIS_URL; docs/scaling.md)",
     )
     serve.add_argument(
         "--reload",

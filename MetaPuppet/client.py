@@ -13,13 +13,13 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from . import protocol, snippets
 from ._loop import on_loop, running_loop
 from .budget import SendBudgets
-from .errors import MetaPuppetError, NotSupported, SendWindowClosed, SnippetError
+from .errors import MetaPuppetError, NotSupported, SendWindowClosed, SnippetError, SnippetTimeout
 from .protocol import BotEvent, Capabilities
 from .transport.link import PuppetLink
 from .transport.registry import PuppetRegistry
@@ -67,6 +67,9 @@ class PuppetClient:
         self.loop: asyncio.AbstractEventLoop | None = None
         #: told of every exec's latency, every send and refusal (``metrics.Metrics``)
         self.observer: Any = None
+        #: cluster mode: a key for each send of a handler (None outside one), so the Node
+        #: client sends it once even when the handler runs again after a fail-over
+        self.send_key: Callable[[], str | None] | None = None
 
     def capabilities(self, bot: str | None = None) -> Capabilities:
         """What the channel of ``bot`` (or of the only bot) can do."""
@@ -208,6 +211,9 @@ class PuppetClient:
             "sayable": sayable_to_wire(something),
             "mentions": [id_of(m) for m in mentions],
         }
+        key = None if self.send_key is None else self.send_key()
+        if key is not None:
+            args["sendId"] = key
         call = self._say(bot, to, room if room is not None else named_room, args, reply_to)
         if self.loop is not None and running_loop() is not self.loop:
             return await on_loop(self.loop, call)
@@ -234,26 +240,35 @@ class PuppetClient:
         window = None
         if rules is not None:
             try:
-                window = self.budgets.check(link.bot, to, rules, reply_to)
+                # counted now (atomically, across processes in cluster mode), given back
+                # below when the send surely did not go out
+                window = await self.budgets.reserve(link.bot, to, rules, reply_to)
             except SendWindowClosed:
                 if self.observer is not None:
                     self.observer.refused(link.bot, "budget")
                 raise
             # only a channel with send windows needs to know what a send answers
             args["replyTo"] = window.message_id if window is not None else None
-        if self.rate_limiter is not None:
-            await self.rate_limiter.acquire(link.bot, to)
+        sending = False
         try:
+            if self.rate_limiter is not None:
+                await self.rate_limiter.acquire(link.bot, to)
+            sending = True
             result = await self._run(link, snippets.SAY, args, SAY_TIMEOUT_S)
         except SnippetError as exc:
             if rules is None or exc.code != SEND_REFUSED:
+                if not isinstance(exc, SnippetTimeout):  # a timed-out send may have gone
+                    await self.budgets.release(link.bot, to, window)
                 raise
             reason = f"the channel refused a send (code {exc.code}): its send window is closed"
-            self.budgets.refused(link.bot, to, window, reason)
+            await self.budgets.refuse(link.bot, to, window, reason)
             if self.observer is not None:
                 self.observer.refused(link.bot, "channel")
             raise SendWindowClosed(link.bot, to, reason, closed_at=time.time()) from exc
-        self.budgets.spent(link.bot, to, window)
+        except BaseException:
+            if not sending:
+                await self.budgets.release(link.bot, to, window)
+            raise
         if self.observer is not None:
             self.observer.sent(link.bot)
         return str(result) if result else None

@@ -90,6 +90,7 @@ def child_command(args: argparse.Namespace) -> list[str]:
         ("--host", args.host),
         ("--port", args.port),
         ("--rate-limit", args.rate_limit),
+        ("--redis", getattr(args, "redis", None)),
     ):
         if value is not None:
             command += [flag, str(value)]

@@ -31,6 +31,7 @@ from ._files import SaveFailure
 from ._loop import LoopThread, on_loop, running_loop
 from ._sync import HandlerPool, sync_twin
 from .client import PuppetClient
+from .cluster import Cluster
 from .config import Config, load_config
 from .errors import AmbiguousBot, ConfigError
 from .ops import Ops, OpsAPI
@@ -62,7 +63,8 @@ class SocketServerCore(OpsAPI, OriginalAPI):
 
     ``robot`` receives the events; ``num_async_threads`` sizes the thread pool for
     synchronous handlers; ``debug_mode`` enables the ``$debug$`` chat command for the
-    contacts listed in ``admin_contacts``. Use ``await start()`` / ``await stop()`` in
+    contacts listed in ``admin_contacts``; ``redis_url`` joins a cluster of server
+    processes on that Redis (docs/scaling.md). Use ``await start()`` / ``await stop()`` in
     asyncio programs, or ``run()`` to serve from a background thread::
 
         server = SweetSocketServer(robot=TestBot())
@@ -89,6 +91,7 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         max_concurrent_handlers: int = 256,
         rate_limiter: Any = "default",
         max_queued_events: int = 10_000,
+        redis_url: str | None = None,
     ) -> None:
         if server_mode not in ("aiohttp", "sanic"):
             raise ConfigError(f"unknown server_mode {server_mode!r}; MetaPuppet runs on aiohttp")
@@ -104,6 +107,8 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         self.server_mode = "aiohttp"
 
         self.authenticator = Authenticator.from_config(self.config.raw, token or self.config.token)
+        #: cluster mode (``redis_url``, ``cluster.redis_url``): None for a single process
+        self.cluster = Cluster.from_config(self.config.raw, redis_url)
         self.registry = PuppetRegistry(connect_grace)
         #: consulted before every outgoing message: ``await rate_limiter.acquire(bot, chat)``;
         #: "default" follows the config's ``server.rate_limit`` (WeChat-safe limits unless it
@@ -136,6 +141,7 @@ class SocketServerCore(OpsAPI, OriginalAPI):
             presence=self.presence,
             handlers=self,
             legacy_clients=bool((self.config.raw.get("web") or {}).get("legacy_clients", False)),
+            client_manager=None if self.cluster is None else self.cluster.manager,
         )
         #: the Socket.IO server and the aiohttp app (the original's ``self.sio``)
         self.sio = self.transport.sio
@@ -155,6 +161,8 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         #: web clients: subscriptions, typed actions, the dashboard and the REST API
         self.web = WebHub(self, self.transport)
         install_api(self.web, self.app)
+        if self.cluster is not None:
+            self.cluster.install(self)
 
         self._shutdown_hooks: list[Callable[[], Any]] = []
         #: what the last stop could not save (a read-only or full data directory)
@@ -282,6 +290,8 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         self._loop = self.client.loop = asyncio.get_running_loop()
         if self.data_dir is not None:
             self.client.budgets.path = self.data_dir / "send-budgets.json"
+        if self.cluster is not None:
+            await self.cluster.start()  # before listening: no Redis, no server (names the URL)
         self.pipeline.start()
         self.transport.open(host)
         # open websockets would hold a graceful shutdown for a minute; clients reconnect
@@ -337,6 +347,8 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         for site in list(self._runner.sites):
             await site.stop()
         await self.transport.disconnect_all()
+        if self.cluster is not None:
+            await self.cluster.stop()
         self.registry.close_all("server stopping")
         await self.transport.shutdown()
         await self._runner.cleanup()

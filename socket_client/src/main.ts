@@ -48,7 +48,7 @@ async function main(argv: readonly string[]): Promise<void> {
     throw e
   }
 
-  const { config, url, token } = resolved
+  const { config, url, urls, token } = resolved
   // Before anything is logged: no token ever reaches a log line, an event or an exec error.
   for (const secret of [token, config.server.token, config.server.puppet_token, config.puppet.token]) addSecret(secret)
   for (const secret of Object.values(config.server.bot_tokens)) addSecret(secret)
@@ -137,7 +137,7 @@ async function main(argv: readonly string[]): Promise<void> {
   const announceReady = (): void => {
     if (announced || !loggedIn || !bridge.connected) return
     announced = true
-    log.info('ready: bot=%s puppet=%s url=%s', botName, puppetName, url)
+    log.info('ready: bot=%s puppet=%s url=%s', botName, puppetName, bridge.url)
   }
 
   const wireLimit = new WireLimit(config.server.max_message_bytes)
@@ -203,6 +203,7 @@ async function main(argv: readonly string[]): Promise<void> {
   }
   const bridge = new Bridge({
     url,
+    urls,
     token,
     socketOptions,
     botName,
