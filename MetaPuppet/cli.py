@@ -33,7 +33,7 @@ from .config import (
 from .errors import ConfigError, MetaPuppetError
 from .mockcli import add_mock_parser
 from .protocol import BotEvent
-from .reload import GATE_ENV, wait_at_gate
+from .reload import released_if_waiting
 from .robot import RobotBase
 from .server import SocketServerCore
 
@@ -232,12 +232,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .reload import serve_with_reload
 
         return serve_with_reload(args)
-    if os.environ.get(GATE_ENV):
-        # started ahead of time by --reload: the libraries are imported, the config and the
-        # robot are read once the parent says a file changed
-        del os.environ[GATE_ENV]
-        if not wait_at_gate():
-            return 0
+    if not released_if_waiting():  # started ahead of time by --reload, never released
+        return 0
     config = load_config(args.config)
     if args.rate_limit is not None:
         parse_rate_limit(args.rate_limit, where="--rate-limit")  # a bad flag names the flag

@@ -29,7 +29,14 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from watchfiles import Change
 
-__all__ = ["GATE_ENV", "child_command", "serve_with_reload", "wait_at_gate", "watched_paths"]
+__all__ = [
+    "GATE_ENV",
+    "child_command",
+    "released_if_waiting",
+    "serve_with_reload",
+    "wait_at_gate",
+    "watched_paths",
+]
 
 log = logging.getLogger("MetaPuppet.reload")
 
@@ -95,6 +102,14 @@ def child_command(args: argparse.Namespace) -> list[str]:
         if value is not None:
             command += [flag, str(value)]
     return command
+
+
+def released_if_waiting() -> bool:
+    """True when this process should serve: at once, or (started ahead of time by
+    ``--reload``) once the parent releases it; the config and the robot are read after."""
+    if not os.environ.pop(GATE_ENV, None):
+        return True
+    return wait_at_gate()
 
 
 def wait_at_gate() -> bool:
