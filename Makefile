@@ -9,6 +9,8 @@ CLIENT := socket_client
 ARGS ?=
 BENCH_ARGS ?=
 PYTEST_ARGS ?=
+# worker processes for the Python tests (pytest-xdist); TEST_WORKERS=0 runs them in one
+TEST_WORKERS ?= 3
 BOT ?=
 CONFIG ?=
 
@@ -44,7 +46,7 @@ doctor: setup
 test: setup test-python test-node
 
 test-python: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-node: setup
 	cd $(CLIENT) && npm test

@@ -28,6 +28,7 @@ from .dispatch import CONTINUE, Invocation, Router, log_calls, throttle
 from .errors import (
     AmbiguousBot,
     AuthenticationError,
+    ClusterUnavailable,
     ConfigError,
     MetaPuppetError,
     NotSupported,
@@ -75,6 +76,7 @@ __all__ = [
     "BaseStorage",
     "BotEvent",
     "Capabilities",
+    "ClusterUnavailable",
     "Config",
     "ConfigError",
     "Contact",

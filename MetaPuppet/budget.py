@@ -28,7 +28,7 @@ from ._files import SaveFailure, write_json
 from .errors import SendWindowClosed
 from .protocol import SendBudget
 
-__all__ = ["MAX_TOTAL_WINDOWS", "MAX_WINDOWS", "SendBudgets", "Window"]
+__all__ = ["MAX_TOTAL_WINDOWS", "MAX_WINDOWS", "SendBudgets", "Window", "judge"]
 
 log = logging.getLogger("MetaPuppet.budget")
 
@@ -59,6 +59,38 @@ class Window:
     def from_wire(cls, wire: Any) -> Window:
         message_id, opened_at, sent, refused = wire
         return cls(str(message_id), float(opened_at), int(sent), refused)
+
+
+def judge(
+    bot: str, contact: str, rules: SendBudget, window: Window | None, now: float
+) -> SendWindowClosed | None:
+    """Why ``rules`` do not allow a send through ``window`` at ``now`` (None: they do)."""
+    if window is None:
+        if rules.user_first:
+            return SendWindowClosed(
+                bot, contact, "the user has not written to the bot yet", closed_at=None
+            )
+        return None
+    closes = window.opened_at + rules.window_s
+    if window.refused is not None:
+        return SendWindowClosed(bot, contact, window.refused, closed_at=window.opened_at)
+    if now >= closes:
+        return SendWindowClosed(
+            bot,
+            contact,
+            f"the window of {_duration(rules.window_s)} after the user's message closed at "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(closes))}",
+            closed_at=closes,
+        )
+    if window.sent >= rules.per_user_message:
+        return SendWindowClosed(
+            bot,
+            contact,
+            f"{window.sent} messages were sent since the user's message, the most the "
+            f"channel allows ({rules.per_user_message})",
+            closed_at=now,
+        )
+    return None
 
 
 def _duration(seconds: float) -> str:
@@ -114,32 +146,30 @@ class SendBudgets:
         when the rules do not allow it. None: the rules do not need a window."""
         self._load()
         window = self._window(bot, contact, reply_to)
-        if window is None:
-            if rules.user_first:
-                raise SendWindowClosed(
-                    bot, contact, "the user has not written to the bot yet", closed_at=None
-                )
-            return None
-        closes = window.opened_at + rules.window_s
-        if window.refused is not None:
-            raise SendWindowClosed(bot, contact, window.refused, closed_at=window.opened_at)
-        if self.clock() >= closes:
-            raise SendWindowClosed(
-                bot,
-                contact,
-                f"the window of {_duration(rules.window_s)} after the user's message closed at "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(closes))}",
-                closed_at=closes,
-            )
-        if window.sent >= rules.per_user_message:
-            raise SendWindowClosed(
-                bot,
-                contact,
-                f"{window.sent} messages were sent since the user's message, the most the "
-                f"channel allows ({rules.per_user_message})",
-                closed_at=self.clock(),
-            )
+        closed = judge(bot, contact, rules, window, self.clock())
+        if closed is not None:
+            raise closed
         return window
+
+    async def reserve(
+        self, bot: str, contact: str, rules: SendBudget, reply_to: str | None = None
+    ) -> Window | None:
+        """:meth:`check`, and count the send at once (two sends at the same time cannot
+        both take the last one); :meth:`release` gives it back if it did not go out."""
+        window = self.check(bot, contact, rules, reply_to)
+        self.spent(bot, contact, window)
+        return window
+
+    async def release(self, bot: str, contact: str, window: Window | None) -> None:
+        """A send :meth:`reserve` counted did not go out."""
+        if window is not None and window.sent > 0:
+            window.sent -= 1
+            self._save()
+
+    async def refuse(self, bot: str, contact: str, window: Window | None, reason: str) -> None:
+        """The channel refused a send :meth:`reserve` counted: the window is closed."""
+        await self.release(bot, contact, window)
+        self.refused(bot, contact, window, reason)
 
     def spent(self, bot: str, contact: str, window: Window | None) -> None:
         """A send through ``window`` was accepted by the channel."""

@@ -33,6 +33,7 @@ from .config import (
 from .errors import ConfigError, MetaPuppetError
 from .mockcli import add_mock_parser
 from .protocol import BotEvent
+from .reload import released_if_waiting
 from .robot import RobotBase
 from .server import SocketServerCore
 
@@ -167,10 +168,21 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
     server.add_event_listener(snapshot_after_login, self_messages=False)
     server.on_shutdown(server.write_snapshots)
     if getattr(robot, "dialog_store", "absent") is None:
-        # dialogs survive a restart by default: the embedded SQLite store, no server needed
-        from .storage import SQLiteStorage
+        # dialogs survive a restart by default: the embedded SQLite store, no server needed;
+        # in a cluster, the shared Redis (a dialog continues on whichever process gets it)
+        from .cluster.state import connect_redis
+        from .storage import RedisStorage, SQLiteStorage
 
-        robot.dialog_store = SQLiteStorage(config.data_dir / "dialogs.db")
+        cluster = server.cluster
+        robot.dialog_store = (
+            SQLiteStorage(config.data_dir / "dialogs.db")
+            if cluster is None
+            else RedisStorage(
+                connect_redis(cluster.settings),
+                namespace=f"{cluster.settings.key_prefix}:dialog",
+                owns_client=True,
+            )
+        )
     store = getattr(robot, "dialog_store", None)
     if store is not None:
         server.on_shutdown(store.close)  # after the last handler: every write is committed
@@ -180,6 +192,8 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
         loop.add_signal_handler(sig, stop.set)
     print(f"MetaPuppet serving {type(robot).__name__} on {server.url}; Ctrl-C stops.", flush=True)
     print(f"outgoing rate limit: {describe_rate_limits(config.rate_limits)}", flush=True)
+    if server.cluster is not None:
+        print(f"cluster: shared state in Redis at {server.cluster.settings.safe_url}", flush=True)
     await stop.wait()
     print("stopping: finishing running handlers, writing snapshots…", flush=True)
     await server.stop()
@@ -218,10 +232,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from .reload import serve_with_reload
 
         return serve_with_reload(args)
+    if not released_if_waiting():  # started ahead of time by --reload, never released
+        return 0
     config = load_config(args.config)
     if args.rate_limit is not None:
         parse_rate_limit(args.rate_limit, where="--rate-limit")  # a bad flag names the flag
         config = config.with_overrides(rate_limit=args.rate_limit)
+    if args.redis:
+        config.raw.setdefault("cluster", {})["redis_url"] = args.redis
     return run_on_loop(_serve(args, config), config.event_loop)
 
 
@@ -517,6 +535,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="outgoing rate limit, overrides server.rate_limit: "
         + RATE_LIMIT_HELP
         + "; default per_chat=1/1s:5,per_bot=40/1m:20",
+    )
+    serve.add_argument(
+        "--redis",
+        metavar="URL",
+        help="join a cluster of server processes on this Redis (overrides cluster.redis_url "
+        "and METAPUPPET_REDIS_URL; docs/scaling.md)",
     )
     serve.add_argument(
         "--reload",

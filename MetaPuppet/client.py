@@ -20,13 +20,13 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from . import protocol, sends, snippets
 from ._loop import on_loop, running_loop
 from .budget import SendBudgets
-from .errors import MetaPuppetError, NotSupported, SendWindowClosed, SnippetError
+from .errors import MetaPuppetError, NotSupported, SendWindowClosed, SnippetError, SnippetTimeout
 from .protocol import BotEvent, Capabilities
 from .transport.link import PuppetLink
 from .transport.registry import PuppetRegistry
@@ -74,6 +74,9 @@ class PuppetClient:
         self.loop: asyncio.AbstractEventLoop | None = None
         #: told of every exec's latency, every send and refusal (``metrics.Metrics``)
         self.observer: Any = None
+        #: cluster mode: a key for each send of a handler (None outside one), so the Node
+        #: client sends it once even when the handler runs again after a fail-over
+        self.send_key: Callable[[], str | None] | None = None
 
     def capabilities(self, bot: str | None = None) -> Capabilities:
         """What the channel of ``bot`` (or of the only bot) can do."""
@@ -212,7 +215,9 @@ class PuppetClient:
         and :class:`SendWindowClosed` when its send budget does not allow it now; both at
         once, before anything is sent.
         """
-        # taken here, in the caller's order, so a handler run again gets the same ids
+        # taken here, in the caller's order, so a handler run again gets the same ids (in
+        # cluster mode too: the same ``<event id>#<n>`` as the cluster's ``send_key``, which
+        # these send ids and the Node client's durable send records supersede)
         send_id = send_id if send_id is not None else sends.next_send_id()
         call = self._say(
             bot, *_say_fields(conversation_id, something, mentions, room), reply_to, send_id
@@ -245,44 +250,53 @@ class PuppetClient:
         window = None
         if rules is not None:
             try:
-                window = self.budgets.check(link.bot, to, rules, reply_to)
+                # counted now (atomically, across processes in cluster mode), given back
+                # below when the send surely did not go out
+                window = await self.budgets.reserve(link.bot, to, rules, reply_to)
             except SendWindowClosed:
                 if self.observer is not None:
                     self.observer.refused(link.bot, "budget")
                 raise
             # only a channel with send windows needs to know what a send answers
             args["replyTo"] = window.message_id if window is not None else None
-        if self.rate_limiter is not None:
-            await self.rate_limiter.acquire(link.bot, to)
-        action = protocol.say_action(
-            send_id,
-            to,
-            args["kind"],
-            args["sayable"],
-            args["mentions"],
-            args.get("replyTo"),
-            with_reply_to=rules is not None,
-        )
-        if collect is not None and rules is None and collect.collects_for(link.bot):
-            # travels in the event's acknowledgement: the Node client runs it after
-            # recording it durably (a channel with a budget never gets here: its sends
-            # are checked before the event is acknowledged)
-            assert collect.actions is not None
-            collect.actions.append(action)
-            if self.observer is not None:
-                self.observer.sent(link.bot)
-            return None
+        sending = False
         try:
+            if self.rate_limiter is not None:
+                await self.rate_limiter.acquire(link.bot, to)
+            action = protocol.say_action(
+                send_id,
+                to,
+                args["kind"],
+                args["sayable"],
+                args["mentions"],
+                args.get("replyTo"),
+                with_reply_to=rules is not None,
+            )
+            if collect is not None and rules is None and collect.collects_for(link.bot):
+                # travels in the event's acknowledgement: the Node client runs it after
+                # recording it durably (a channel with a budget never gets here: its sends
+                # are checked before the event is acknowledged)
+                assert collect.actions is not None
+                collect.actions.append(action)
+                if self.observer is not None:
+                    self.observer.sent(link.bot)
+                return None
+            sending = True
             result = await self._run(link, None, action, SAY_TIMEOUT_S)
         except SnippetError as exc:
             if rules is None or exc.code != SEND_REFUSED:
+                if not isinstance(exc, SnippetTimeout):  # a timed-out send may have gone
+                    await self.budgets.release(link.bot, to, window)
                 raise
             reason = f"the channel refused a send (code {exc.code}): its send window is closed"
-            self.budgets.refused(link.bot, to, window, reason)
+            await self.budgets.refuse(link.bot, to, window, reason)
             if self.observer is not None:
                 self.observer.refused(link.bot, "channel")
             raise SendWindowClosed(link.bot, to, reason, closed_at=time.time()) from exc
-        self.budgets.spent(link.bot, to, window)
+        except BaseException:
+            if not sending:
+                await self.budgets.release(link.bot, to, window)
+            raise
         if self.observer is not None:
             self.observer.sent(link.bot)
         return str(result) if result else None

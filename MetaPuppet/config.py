@@ -47,6 +47,8 @@ DEFAULTS: dict[str, Any] = {
         "event_loop": "auto",
     },
     "client": {"url": None, "bot": "metapuppet", "outbox_path": "data/outbox.jsonl"},
+    # several server processes on one Redis (docs/scaling.md); null: one process, no Redis
+    "cluster": {"redis_url": None},
     "puppet": {"name": "wechaty-puppet-mock", "token": None, "options": {}},
     "mock": {"user_name": "MetaPuppet Bot"},
     "admin_contacts": [],
@@ -63,6 +65,7 @@ ENV_OVERRIDES: dict[str, tuple[str, str, type]] = {
     "METAPUPPET_DATA_DIR": ("server", "data_dir", str),
     "METAPUPPET_RATE_LIMIT": ("server", "rate_limit", str),
     "METAPUPPET_EVENT_LOOP": ("server", "event_loop", str),
+    "METAPUPPET_REDIS_URL": ("cluster", "redis_url", str),
     "METAPUPPET_URL": ("client", "url", str),
     "METAPUPPET_BOT": ("client", "bot", str),
     "METAPUPPET_PUPPET": ("puppet", "name", str),
@@ -223,6 +226,14 @@ class Config:
         frame of this size or more closes the connection); Engine.IO announces it to every
         client at connect, and the Node client checks each event against it."""
         return int(self.raw["server"]["max_message_bytes"])
+
+    @property
+    def redis_url(self) -> str | None:
+        """``cluster.redis_url``: the Redis every server process of a cluster shares (None:
+        a single process, nothing shared)."""
+        section = self.raw.get("cluster") or {}
+        url = section.get("redis_url") if isinstance(section, dict) else None
+        return str(url) if url else None
 
     @property
     def admin_contacts(self) -> list[str]:

@@ -30,6 +30,14 @@ class PuppetDisconnected(PuppetNotConnected):
     """The puppet disconnected while a call to it was pending."""
 
 
+class ClusterUnavailable(MetaPuppetError):
+    """Cluster mode: the shared Redis cannot be reached, so this call cannot be made now.
+
+    Events meanwhile stay in the Node clients' outboxes; everything resumes when Redis is
+    back. The message names the Redis URL (never its password).
+    """
+
+
 class AmbiguousBot(MetaPuppetError, ValueError):
     """Several bots are connected and the call did not say which one to use."""
 
@@ -135,6 +143,7 @@ class SnippetTimeout(SnippetError, TimeoutError):
 __all__ = [
     "AmbiguousBot",
     "AuthenticationError",
+    "ClusterUnavailable",
     "ConfigError",
     "MetaPuppetError",
     "NotSupported",

@@ -39,7 +39,7 @@ from .protocol import BotEvent
 from .seen import MAX_IDS, FileSeenStore, MemorySeenStore, SeenStore
 from .types import ROUTED_EVENTS, Message, chat_of
 
-__all__ = ["SEEN_EVENT_IDS", "EventPipeline"]
+__all__ = ["SEEN_EVENT_IDS", "EventPipeline", "Listener", "Remover"]
 
 log = logging.getLogger("MetaPuppet.server")
 
@@ -48,6 +48,8 @@ SEEN_EVENT_IDS: Final = MAX_IDS
 _RETRIES: Final = 3
 
 Listener = Callable[[BotEvent], Any]
+#: removes what was added (an event listener)
+Remover = Callable[[], None]
 StallHook = Callable[[str, dict[str, Any]], Any]
 
 
@@ -79,6 +81,9 @@ class EventPipeline:
         #: the handled events; None: a file store in ``data_dir`` (or memory) at start
         self.seen_store: SeenStore | None = None
         self.seen: SeenStore = MemorySeenStore()
+        #: whether replies travel in the event's acknowledgement (off in cluster mode: a
+        #: copy another process dedupes is answered without them, so they go directly)
+        self.collect_replies = True
         #: told when the wish for the bot's own messages changes (the transport tells the
         #: Node clients, which forward them only while someone wants them)
         self.on_self_messages: Callable[[bool], None] | None = None
@@ -132,6 +137,9 @@ class EventPipeline:
         else:
             self.seen = MemorySeenStore()
         self.seen.open()
+        self._wants_self = self.wants_self_messages()
+        if self.on_self_messages is not None:
+            self.on_self_messages(self._wants_self)  # before any client connects
         self._spawn(self._watch_stalls(), track=False)
 
     async def drain(self, deadline: float) -> None:
@@ -337,7 +345,8 @@ class EventPipeline:
 
     async def _dispatch(self, event: BotEvent, source: ClientInfo | None) -> sends.Handling:
         # a task of its own: the handling is this task's (and its children's) context
-        handling = sends.open_handling(event.id, event.bot, collect=source is not None)
+        collect = source is not None and self.collect_replies
+        handling = sends.open_handling(event.id, event.bot, collect=collect)
         handling.source = source
         started = time.perf_counter()
         if self._handler_slots is None:

@@ -73,6 +73,9 @@ class Presence:
     def __init__(self, on_change: Callable[[ClientInfo, str, str], None]) -> None:
         self._on_change = on_change
         self._clients: OrderedDict[str, ClientInfo] = OrderedDict()
+        #: cluster mode: ``extend(local_entries, only_online)`` returns them with the other
+        #: server processes' clients (see MetaPuppet.cluster)
+        self.extend: Callable[[list[dict[str, Any]], bool], list[dict[str, Any]]] | None = None
 
     def _set(self, info: ClientInfo, status: str) -> None:
         old = info.status
@@ -133,7 +136,13 @@ class Presence:
                 found.append(info)
         return found
 
-    def list(self, only_online: bool = True) -> list[dict[str, Any]]:
+    def local(self, only_online: bool = True) -> list[dict[str, Any]]:
+        """The clients of this process."""
         return [
             c.to_dict() for c in self._clients.values() if not only_online or c.status != OFFLINE
         ]
+
+    def list(self, only_online: bool = True) -> list[dict[str, Any]]:
+        """Every client (``extend`` adds other server processes' in cluster mode)."""
+        found = self.local(only_online)
+        return found if self.extend is None else self.extend(found, only_online)

@@ -3,7 +3,10 @@
 The server runs as a child process (``metapuppet serve`` without ``--reload``); watchfiles
 watches the robot's folder (``*.py``) and the config file, and on a change, stops the child with
 SIGINT (a graceful stop: running handlers finish, events that arrive meanwhile are answered
-"unavailable") and starts it again. The Node client is a separate process
+"unavailable") and starts the next one. The next child is started **ahead of time**: it imports
+MetaPuppet and its libraries (about a second) and then waits on its stdin; a restart only
+releases it, so it reads the config and imports the robot's changed files at that moment and
+the turn-around is the stop plus the robot's own import. The Node client is a separate process
 (``metapuppet client``) and is not restarted: it reconnects with its backoff, and every
 event of the gap waits in its outbox until the new server acknowledges it, so none is lost.
 For a quick turn-around in development keep ``client.reconnect_delay_max_ms`` small.
@@ -15,7 +18,8 @@ import argparse
 import importlib.util
 import logging
 import os
-import shlex
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,9 +29,26 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from watchfiles import Change
 
-__all__ = ["child_command", "serve_with_reload", "watched_paths"]
+__all__ = [
+    "GATE_ENV",
+    "child_command",
+    "released_if_waiting",
+    "serve_with_reload",
+    "wait_at_gate",
+    "watched_paths",
+]
 
 log = logging.getLogger("MetaPuppet.reload")
+
+#: set in a child started ahead of time: it waits for a line on stdin before it serves
+GATE_ENV = "METAPUPPET_RELOAD_GATE"
+#: how long a stopping child may take before it is killed
+STOP_TIMEOUT_S = 10.0
+#: ``python -m MetaPuppet`` with SIGINT ignored from the first moment
+_IGNORE_SIGINT_THEN_RUN = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "runpy.run_module('MetaPuppet', run_name='__main__', alter_sys=True)"
+)
 
 
 def watched_paths(bot: str | None, config: str | None) -> list[Path]:
@@ -76,20 +97,97 @@ def child_command(args: argparse.Namespace) -> list[str]:
         ("--host", args.host),
         ("--port", args.port),
         ("--rate-limit", args.rate_limit),
+        ("--redis", getattr(args, "redis", None)),
     ):
         if value is not None:
             command += [flag, str(value)]
     return command
 
 
+def released_if_waiting() -> bool:
+    """True when this process should serve: at once, or (started ahead of time by
+    ``--reload``) once the parent releases it; the config and the robot are read after."""
+    if not os.environ.pop(GATE_ENV, None):
+        return True
+    return wait_at_gate()
+
+
+def wait_at_gate() -> bool:
+    """In a child started ahead of time: import what every server needs, then wait until the
+    parent releases it. False when the parent went away (stdin closed) or Ctrl-C came first:
+    the child then exits without serving."""
+    from . import sweet  # noqa: F401 - the slow part of a start, done before the change
+
+    released = sys.stdin.readline() != ""
+    if released:  # a server from here on: Ctrl-C stops it as usual
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return released
+
+
+class _Children:
+    """The running server and the one waiting to replace it."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.env = {**os.environ, "METAPUPPET_RELOADING": "1", GATE_ENV: "1"}
+        self.running: subprocess.Popen[bytes] | None = None
+        self.warm = self._spawn()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # Ctrl-C reaches the whole process group: until it is released, the waiting child
+        # ignores it (it would break its imports with a traceback) and ends on end of file
+        python, _, _, *rest = self.command  # python -m MetaPuppet serve ...
+        command = [python, "-c", _IGNORE_SIGINT_THEN_RUN, *rest]
+        return subprocess.Popen(command, stdin=subprocess.PIPE, env=self.env)
+
+    def start_next(self) -> None:
+        """Release the waiting child (a new one if it died) and start the one after it."""
+        child = self.warm
+        if child.poll() is not None:
+            child = self._spawn()
+        assert child.stdin is not None
+        try:
+            child.stdin.write(b"go\n")
+            child.stdin.close()
+        except OSError:  # it died between the check and the write: start one the slow way
+            child = self._spawn()
+            assert child.stdin is not None
+            child.stdin.write(b"go\n")
+            child.stdin.close()
+        self.running = child
+        self.warm = self._spawn()
+
+    def stop_running(self) -> None:
+        child, self.running = self.running, None
+        if child is None or child.poll() is not None:
+            return
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("the server did not stop within %.0f s; killed", STOP_TIMEOUT_S)
+            child.kill()
+            child.wait()
+
+    def close(self) -> None:
+        self.stop_running()
+        warm = self.warm
+        if warm.stdin is not None:
+            warm.stdin.close()  # it reads end of file and exits without serving
+        try:
+            warm.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            warm.kill()
+
+
 def serve_with_reload(args: argparse.Namespace) -> int:
     """Run the server as a child and restart it whenever a watched file changes."""
     try:
-        from watchfiles import DefaultFilter, run_process
+        from watchfiles import DefaultFilter, watch
     except ImportError:
         raise ConfigError("--reload needs watchfiles: pip install 'metapuppet[reload]'") from None
     paths = watched_paths(args.bot, args.config)
-    command = shlex.join(child_command(args))
+    command = child_command(args)
     config_file = Path(args.config).resolve() if args.config else None
     data_dir = str(data_dir_of(args.config))
     ignored = DefaultFilter()
@@ -106,14 +204,20 @@ def serve_with_reload(args: argparse.Namespace) -> int:
         print(f"metapuppet: {', '.join(names)} changed; restarting the server", flush=True)
 
     print(f"metapuppet: watching {', '.join(map(str, paths))} (--reload)", flush=True)
-    os.environ["METAPUPPET_RELOADING"] = "1"  # the child stops without lingering
-    run_process(
-        *paths,
-        target=command,
-        target_type="command",
-        callback=restarted,
-        watch_filter=wanted,
-        debounce=400,
-        sigint_timeout=10,
-    )
+    children = _Children(command)
+
+    def terminated(signum: int, frame: object) -> None:
+        raise SystemExit(0)  # through the finally below: the children stop too
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        children.start_next()
+        for changes in watch(*paths, watch_filter=wanted, debounce=400):
+            restarted(changes)
+            children.stop_running()
+            children.start_next()
+    except KeyboardInterrupt:
+        pass  # Ctrl-C reached the children too; the running one is finishing its handlers
+    finally:
+        children.close()
     return 0

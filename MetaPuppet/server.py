@@ -31,11 +31,12 @@ from ._files import SaveFailure
 from ._loop import LoopThread, on_loop, running_loop
 from ._sync import HandlerPool, sync_twin
 from .client import PuppetClient
+from .cluster import Cluster
 from .config import Config, load_config
 from .errors import AmbiguousBot, ConfigError
 from .ops import Ops, OpsAPI
 from .original import OriginalAPI
-from .pipeline import EventPipeline
+from .pipeline import EventPipeline, Listener, Remover
 from .presence import ClientInfo, Presence
 from .protocol import BotEvent, Capabilities
 from .transport import (
@@ -62,7 +63,8 @@ class SocketServerCore(OpsAPI, OriginalAPI):
 
     ``robot`` receives the events; ``num_async_threads`` sizes the thread pool for
     synchronous handlers; ``debug_mode`` enables the ``$debug$`` chat command for the
-    contacts listed in ``admin_contacts``. Use ``await start()`` / ``await stop()`` in
+    contacts listed in ``admin_contacts``; ``redis_url`` joins a cluster of server
+    processes on that Redis (docs/scaling.md). Use ``await start()`` / ``await stop()`` in
     asyncio programs, or ``run()`` to serve from a background thread::
 
         server = SweetSocketServer(robot=TestBot())
@@ -89,6 +91,7 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         max_concurrent_handlers: int = 256,
         rate_limiter: Any = "default",
         max_queued_events: int = 10_000,
+        redis_url: str | None = None,
     ) -> None:
         if server_mode not in ("aiohttp", "sanic"):
             raise ConfigError(f"unknown server_mode {server_mode!r}; MetaPuppet runs on aiohttp")
@@ -104,6 +107,8 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         self.server_mode = "aiohttp"
 
         self.authenticator = Authenticator.from_config(self.config.raw, token or self.config.token)
+        #: cluster mode (``redis_url``, ``cluster.redis_url``): None for a single process
+        self.cluster = Cluster.from_config(self.config.raw, redis_url)
         self.registry = PuppetRegistry(connect_grace)
         #: consulted before every outgoing message: ``await rate_limiter.acquire(bot, chat)``;
         #: "default" follows the config's ``server.rate_limit`` (WeChat-safe limits unless it
@@ -136,9 +141,9 @@ class SocketServerCore(OpsAPI, OriginalAPI):
             presence=self.presence,
             handlers=self,
             legacy_clients=bool((self.config.raw.get("web") or {}).get("legacy_clients", False)),
+            client_manager=None if self.cluster is None else self.cluster.manager,
         )
-        self.transport.set_self_messages(self.pipeline.wants_self_messages())
-        self.pipeline.on_self_messages = self.transport.set_self_messages
+        self.pipeline.on_self_messages = self.transport.set_self_messages  # told at start
         #: the Socket.IO server and the aiohttp app (the original's ``self.sio``)
         self.sio = self.transport.sio
         self.app: web.Application = self.transport.app
@@ -157,6 +162,9 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         #: web clients: subscriptions, typed actions, the dashboard and the REST API
         self.web = WebHub(self, self.transport)
         install_api(self.web, self.app)
+        if self.cluster is not None:
+            self.cluster.install(self)
+            self.pipeline.collect_replies = False  # a copy deduped elsewhere gets no actions
 
         self._shutdown_hooks: list[Callable[[], Any]] = []
         #: what the last stop could not save (a read-only or full data directory)
@@ -284,6 +292,8 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         self._loop = self.client.loop = asyncio.get_running_loop()
         if self.data_dir is not None:
             self.client.budgets.path = self.data_dir / "send-budgets.json"
+        if self.cluster is not None:
+            await self.cluster.start()  # before listening: no Redis, no server (names the URL)
         self.pipeline.start()
         self.transport.open(host)
         # open websockets would hold a graceful shutdown for a minute; clients reconnect
@@ -339,6 +349,8 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         for site in list(self._runner.sites):
             await site.stop()
         await self.transport.disconnect_all()
+        if self.cluster is not None:
+            await self.cluster.stop()
         self.registry.close_all("server stopping")
         await self.transport.shutdown()
         await self._runner.cleanup()
@@ -531,15 +543,9 @@ class SocketServerCore(OpsAPI, OriginalAPI):
 
     # ------------------------------------------------------------------ events
 
-    def add_event_listener(
-        self, listener: Callable[[BotEvent], Any], *, self_messages: bool = True
-    ) -> Callable[[], None]:
-        """Call ``listener(event)`` for every bot event (own messages included, unless
-        ``self_messages=False``: then the Node clients need not even send them).
-
-        Listeners run on the server loop before the robot and must not block. Returns a
-        function that removes the listener.
-        """
+    def add_event_listener(self, listener: Listener, *, self_messages: bool = True) -> Remover:
+        """Call ``listener(event)`` for every bot event (``self_messages``: the bot's own
+        too); on the server loop, before the robot, must not block; returns its remover."""
         return self.pipeline.add_listener(listener, self_messages=self_messages)
 
     async def handle_event(self, event: BotEvent) -> asyncio.Task[Any] | None:

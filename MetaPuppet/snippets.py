@@ -83,10 +83,24 @@ if (args.kind === 'room' && s.type === 'text') {
 const send = () => conversation.say(thing, ...mentions)
 // a channel with per-message send windows (ilink) answers with that message's context
 const inContext = bot.puppet.metapuppetWithContext
-const sent = args.replyTo && typeof inContext === 'function'
-  ? await inContext.call(bot.puppet, args.replyTo, send)
-  : await send()
-return sent ? sent.id : null
+const deliver = async () => {
+  const sent = args.replyTo && typeof inContext === 'function'
+    ? await inContext.call(bot.puppet, args.replyTo, send)
+    : await send()
+  return sent ? sent.id : null
+}
+if (!args.sendId) return await deliver()
+// cluster mode: a handler run again on another server process after a fail-over sends
+// with the same keys; this Node process remembers the last ones and sends each once
+const sends = (globalThis.__metapuppetSends ??= new Map())
+let once = sends.get(args.sendId)
+if (once === undefined) {
+  once = deliver()
+  once.catch(() => sends.delete(args.sendId))  // a failed send may be tried again
+  sends.set(args.sendId, once)
+  while (sends.size > 10000) sends.delete(sends.keys().next().value)
+}
+return await once
 """
 
 TYPING: Final = """

@@ -141,3 +141,64 @@ async def test_reload_picks_up_a_changed_reply_within_3_s_and_loses_no_message(t
             await serve.wait()
         reader.cancel()
         await node.stop()
+
+
+async def serve_reload(tmp_path: Path) -> tuple[asyncio.subprocess.Process, list[str]]:
+    """``metapuppet serve --reload`` in its own process group; its output lines."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METAPUPPET_")}
+    serve = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "MetaPuppet", "serve", "--reload", "--bot", "bot.py:Bot",
+        "--config", "config.json", cwd=tmp_path, env=env, start_new_session=True,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    lines: list[str] = []
+
+    async def read() -> None:
+        assert serve.stdout is not None
+        while line := await serve.stdout.readline():
+            lines.append(line.decode(errors="replace").rstrip())
+
+    asyncio.get_running_loop().create_task(read())
+    return serve, lines
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes of ``pid``'s process group other than itself."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pid and int(entry.name) != pid and fields[0] != "Z":
+                    found.append(int(entry.name))
+    return found
+
+
+async def test_a_broken_robot_is_named_and_the_fix_serves_again_and_ctrl_c_ends_all(
+    tmp_path: Path,
+):
+    token, port = new_token(), free_port()
+    good = "from MetaPuppet import RobotBase\n\nclass Bot(RobotBase):\n    pass\n"
+    (tmp_path / "bot.py").write_text(good)
+    (tmp_path / "config.json").write_text(
+        json.dumps({"server": {"token": token, "port": port, "data_dir": "data"}})
+    )
+    serve, lines = await serve_reload(tmp_path)
+    try:
+        await wait_for(lambda: any("MetaPuppet serving" in x for x in lines), "serve", 30)
+        # the next server is already started and waits, importing nothing of the robot yet
+        await wait_for(lambda: len(children_of(serve.pid)) == 2, "the waiting child", 10)
+        (tmp_path / "bot.py").write_text(good + "oops(\n")
+        await wait_for(lambda: any("importing bot failed" in x for x in lines), "the error", 15)
+        assert any("SyntaxError" in x and "bot.py line 5" in x for x in lines), lines
+        (tmp_path / "bot.py").write_text(good)
+        await wait_for(
+            lambda: sum("MetaPuppet serving" in x for x in lines) == 2, "serving again", 15
+        )
+        os.killpg(serve.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert await asyncio.wait_for(serve.wait(), 15) == 0
+        assert children_of(serve.pid) == [], "a child outlived the reloader"
+        assert not any("Traceback" in x for x in lines), "\n".join(lines)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(serve.pid, signal.SIGKILL)

@@ -168,13 +168,19 @@ class SocketPuppetLink(PuppetLink):
         self._pending.add(future)
         try:
             try:
-                await self.sio.emit(event, data, to=self.sid, callback=on_ack)
+                await self._send(event, data, on_ack, timeout)
             except TypeError as exc:
                 raise ValueError(f"arguments must be JSON-serialisable: {exc}") from None
             return await future
         finally:
             timer.cancel()
             self._pending.discard(future)
+
+    async def _send(
+        self, event: str, data: Any, on_ack: Callable[..., None], timeout: float
+    ) -> None:
+        # the client is on this process: straight to it, never through a cluster's queue
+        await self.sio.emit(event, data, to=self.sid, callback=on_ack, ignore_queue=True)
 
     def close(self, reason: str) -> None:
         self._closed = reason
@@ -192,7 +198,9 @@ class SocketTransport:
     Authenticates every client with the mutual handshake (role, protocol version, proofs
     both ways), registers puppets in ``registry`` and tracks every client in ``presence``;
     events, envelopes and connection changes go to ``handlers``. ``limits`` are the bounds
-    before and after authentication (:class:`~.limits.Limits`).
+    before and after authentication (:class:`~.limits.Limits`). ``client_manager`` is the
+    python-socketio manager several server processes share (cluster mode, see
+    :mod:`MetaPuppet.cluster`); by default the server is alone.
     """
 
     def __init__(
@@ -205,6 +213,7 @@ class SocketTransport:
         limits: Limits | None = None,
         max_message_bytes: int | None = None,
         legacy_clients: bool = False,
+        client_manager: socketio.AsyncManager | None = None,
     ) -> None:
         if limits is None:
             limits = Limits() if max_message_bytes is None else Limits(max_message_bytes)
@@ -228,6 +237,8 @@ class SocketTransport:
             serializer=FastPacket,
             max_http_buffer_size=limits.max_message_bytes,
             cors_allowed_origins=self.guard.origin_allowed,
+            # cluster mode: python-socketio's AsyncRedisManager (MetaPuppet.cluster)
+            client_manager=client_manager,
             logger=False,
             engineio_logger=False,
         )
@@ -352,7 +363,8 @@ class SocketTransport:
         self.spawn(self._send_challenge(pending))
 
     async def _send_challenge(self, pending: Pending) -> None:
-        await self.sio.emit(protocol.EV_CHALLENGE, Handshakes.challenge(pending), to=pending.sid)
+        challenge = Handshakes.challenge(pending)
+        await self.sio.emit(protocol.EV_CHALLENGE, challenge, to=pending.sid, ignore_queue=True)
 
     async def _failed(self, remote: str | None, what: str) -> None:
         delay = self.authenticator.failed(remote)

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from ..errors import (
     AmbiguousBot,
+    ClusterUnavailable,
     MetaPuppetError,
     NotSupported,
     PuppetNotConnected,
@@ -151,6 +152,8 @@ def translate(exc: Exception) -> WebError:
         return exc
     if isinstance(exc, AmbiguousBot):
         return WebError("bot_required", f"{exc}")
+    if isinstance(exc, ClusterUnavailable):
+        return WebError("cluster_unavailable", f"{exc}")
     if isinstance(exc, PuppetNotConnected):
         return WebError("bot_not_connected", f"{exc}")
     if isinstance(exc, NotSupported):

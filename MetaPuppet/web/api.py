@@ -78,6 +78,7 @@ BOT_ERRORS: Final = (
     "bot_not_connected",
     "bot_timeout",
     "not_supported",
+    "cluster_unavailable",
 )
 
 

@@ -33,7 +33,14 @@ __all__ = [
 ]
 
 _AUTH: Final = ("auth_required", "invalid_token", "permission_denied")
-_BOT: Final = ("bot_required", "bot_error", "bot_not_connected", "bot_timeout", "not_supported")
+_BOT: Final = (
+    "bot_required",
+    "bot_error",
+    "bot_not_connected",
+    "bot_timeout",
+    "not_supported",
+    "cluster_unavailable",
+)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

@@ -33,6 +33,7 @@ ERROR_CODES: dict[str, int] = {
     "bot_error": 502,
     "bot_not_connected": 503,
     "outbox_full": 503,
+    "cluster_unavailable": 503,
     "bot_timeout": 504,
     "host_not_allowed": 421,
 }
@@ -58,6 +59,8 @@ ERROR_DESCRIPTIONS: dict[str, str] = {
     "bot_error": "The bot (the Node side) failed to carry out the call.",
     "bot_not_connected": "No puppet for the requested bot is connected.",
     "outbox_full": "The queue of proactive messages is full (proactive.max_queued / max_per_chat).",
+    "cluster_unavailable": "Cluster mode: the shared Redis cannot be reached, so the call "
+    "cannot be made now; try again once it is back (docs/scaling.md).",
     "bot_timeout": "The bot did not answer in time.",
     "host_not_allowed": "The `Host` header names no name of this server (a DNS rebinding "
     "attempt, or a name missing from `server.allowed_hosts`).",

@@ -394,6 +394,11 @@ class WebHub:
             self._flusher = asyncio.get_running_loop().create_task(self._flush_forever())
         self._wake.set()
 
+    def show_event(self, event: BotEvent) -> None:
+        """An event of a bot connected to another server process (cluster mode): into the
+        feed, the bot's state and every matching subscription, as this process's own."""
+        self._on_bot_event(event)
+
     def _track(self, event: BotEvent) -> None:
         state = self.bot_states.get(event.bot)
         if state is None:

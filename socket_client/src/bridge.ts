@@ -17,6 +17,8 @@
  *   unknown kind), or that stays unacknowledged past `ackTimeoutMs`, waits for the next
  *   reconnect (the server drops duplicates by id). Sending never waits for acks.
  *   Events are only emitted while connected, so Socket.IO's own send buffer never holds a copy.
+ * - Several server URLs (`urls`, a cluster of server processes): each retry goes to the next one,
+ *   with the same backoff, so a client whose server died reconnects to another.
  * - Reconnects by hand, for as long as it runs, with `reconnectDelay` (exponential, capped,
  *   jittered); Socket.IO's own reconnection is off (its backoff degrades to 0 ms after ~1000
  *   attempts, and it does not retry after a refusal or a server-side disconnect anyway).
@@ -74,6 +76,8 @@ export interface ActionHandler {
 
 export interface BridgeOptions {
   url: string
+  /** Every server URL to try, in turn after each failure (a cluster); default `[url]`. */
+  urls?: string[]
   token: string
   botName: string
   log: Logger
@@ -119,7 +123,10 @@ const FATAL_REFUSAL = /token|protocol|auth/i
 
 export class Bridge {
   readonly outbox: Outbox
-  readonly socket: Socket
+  /** One socket per server URL; `socket` is the one in use. */
+  readonly sockets: Socket[]
+  readonly urls: string[]
+  private current = 0
   /** Counters for tests and diagnostics. */
   readonly stats = {
     sent: 0,
@@ -178,18 +185,31 @@ export class Bridge {
       this.clientNonce = payload.nonce
       cb(payload)
     }
-    this.socket = io(options.url, {
-      autoConnect: false,
-      transports: ['websocket'],
-      // Compressing every frame cost a quarter of the client's CPU on loopback
-      // (bench/messages.py). `false` stops the negotiation; Node's `ws` takes it, the typing
-      // only lists the threshold form.
-      perMessageDeflate: false as unknown as { threshold: number },
-      auth,
-      reconnection: false,
-      ...options.socketOptions,
-    })
-    this.wire()
+    this.urls = options.urls !== undefined && options.urls.length > 0 ? [...options.urls] : [options.url]
+    this.sockets = this.urls.map((url) =>
+      io(url, {
+        autoConnect: false,
+        transports: ['websocket'],
+        // Compressing every frame cost a quarter of the client's CPU on loopback
+        // (bench/messages.py). `false` stops the negotiation; Node's `ws` takes it, the typing
+        // only lists the threshold form.
+        perMessageDeflate: false as unknown as { threshold: number },
+        auth,
+        reconnection: false,
+        ...options.socketOptions,
+      }),
+    )
+    this.sockets.forEach((socket, index) => this.wire(socket, this.urls[index]!))
+  }
+
+  /** The socket in use (of the URL tried last). */
+  get socket(): Socket {
+    return this.sockets[this.current]!
+  }
+
+  /** The server URL in use. */
+  get url(): string {
+    return this.urls[this.current]!
   }
 
   /** Connected, and both sides proved they hold the token. */
@@ -256,7 +276,7 @@ export class Bridge {
     clearInterval(this.ackTimer)
     clearTimeout(this.retryTimer)
     clearTimeout(this.handshakeTimer)
-    this.socket.disconnect()
+    for (const socket of this.sockets) socket.disconnect()
     this.outbox.close()
   }
 
@@ -416,11 +436,11 @@ export class Bridge {
     })
   }
 
-  private wire(): void {
-    const { log, url, executor } = this.options
-    const socket = this.socket
+  private wire(socket: Socket, url: string): void {
+    const { log, executor } = this.options
 
     socket.on('connect', () => {
+      if (socket !== this.socket) return // a server URL this client moved away from
       // Socket.IO is connected, but nothing is sent or run until the server has proved itself.
       this.attempt++
       this.authenticated = false
@@ -432,9 +452,12 @@ export class Bridge {
       }, this.handshakeTimeoutMs)
     })
 
-    socket.on(WIRE.challenge, (data: unknown) => this.onChallenge(data))
+    socket.on(WIRE.challenge, (data: unknown) => {
+      if (socket === this.socket) this.onChallenge(data)
+    })
 
     socket.on('disconnect', (reason) => {
+      if (socket !== this.socket) return
       this.authenticated = false
       clearTimeout(this.handshakeTimer)
       if (this.closed) return
@@ -445,7 +468,7 @@ export class Bridge {
     })
 
     socket.on('connect_error', (err: Error) => {
-      if (this.closed) return
+      if (this.closed || socket !== this.socket) return
       this.failedAttempts++
       const reason = err.message
       if (!socket.active) {
@@ -539,8 +562,8 @@ export class Bridge {
 
   /** Step 2 of the handshake: check the server's proof, then prove ourselves. */
   private onChallenge(data: unknown): void {
-    const { log, url, token, botName } = this.options
-    const socket = this.socket
+    const { log, token, botName } = this.options
+    const { socket, url } = this
     if (this.authenticated) {
       log.warn('the server at %s sent a second challenge; ignored', url)
       return
@@ -597,7 +620,8 @@ export class Bridge {
 
   /** Both sides proved themselves: the link is up. */
   private onAuthenticated(selfMessages: boolean): void {
-    const { log, url } = this.options
+    const { log } = this.options
+    const url = this.url
     this.options.onSelfMessages?.(selfMessages)
     this.outbox.flush() // what is sent now must be on disk first
     this.authenticated = true
@@ -641,7 +665,14 @@ export class Bridge {
     this.options.log.debug('next connection attempt in %d ms (backoff step %d)', delay, this.backoffAttempt)
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined
-      if (!this.closed && !this.socket.connected) this.connectNow()
+      if (this.closed || this.socket.connected) return
+      if (this.sockets.length > 1) {
+        // a cluster: after a failure, the next server process
+        this.socket.disconnect()
+        this.current = (this.current + 1) % this.sockets.length
+        this.options.log.debug('trying the next server URL, %s', this.url)
+      }
+      this.connectNow()
     }, delay)
   }
 

@@ -28,6 +28,8 @@ export interface MetaPuppetConfig {
   }
   client: {
     url: string | null
+    /** Several server URLs (a cluster, docs/scaling.md): the next one is tried after each failure. */
+    urls: string[] | null
     bot: string
     heartbeat_ms: number
     reconnect_delay_ms: number
@@ -81,8 +83,10 @@ export interface MetaPuppetConfig {
 
 export interface ResolvedConfig {
   config: MetaPuppetConfig
-  /** The Socket.IO server URL: client.url, else http://server.host:server.port. */
+  /** The Socket.IO server URL: client.url, else http://server.host:server.port (the first of `urls`). */
   url: string
+  /** client.urls, else [url]. */
+  urls: string[]
   /** The token this client authenticates with: server.bot_tokens[client.bot] ?? server.puppet_token ?? server.token. Never log it. */
   token: string
   /** Absolute path of the file that was read, or null when running on defaults. */
@@ -123,6 +127,7 @@ export function defaultConfig(): MetaPuppetConfig {
     server: { host: '127.0.0.1', port: 8080, token: null, puppet_token: null, bot_tokens: {}, data_dir: 'data', max_message_bytes: 64 * 1024 * 1024 },
     client: {
       url: null,
+      urls: null,
       bot: 'metapuppet',
       heartbeat_ms: 15_000,
       reconnect_delay_ms: 500,
@@ -214,10 +219,15 @@ export function loadConfig(options: LoadOptions = {}): ResolvedConfig {
       'no token: set server.token in config.json (metapuppet init writes one) or METAPUPPET_TOKEN',
     )
   }
-  const url = config.client.url ?? `http://${formatHost(config.server.host)}:${config.server.port}`
+  if (config.client.url !== null && config.client.urls !== null) {
+    throw new ConfigError('set client.url or client.urls, not both (client.urls lists every server URL to try)')
+  }
+  const urls = config.client.urls ?? [config.client.url ?? `http://${formatHost(config.server.host)}:${config.server.port}`]
+  const url = urls[0]!
   return {
     config,
     url,
+    urls,
     token,
     configPath,
     isMock,
@@ -332,6 +342,13 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): FileP
   const client = section('client')
   const url = str(client, 'client', 'url', true)
   if (url !== undefined) config.client.url = url
+  const urls = client.urls
+  if (urls !== undefined && urls !== null) {
+    if (!Array.isArray(urls) || urls.length === 0 || !urls.every((u) => typeof u === 'string' && /^(https?|wss?):\/\//i.test(u))) {
+      bad('client.urls', 'a non-empty list of server URLs (http:// or https://)', urls)
+    }
+    config.client.urls = [...new Set(urls as string[])]
+  }
   config.client.bot = str(client, 'client', 'bot', false) ?? config.client.bot
   const day = 24 * 60 * 60 * 1000
   config.client.heartbeat_ms = int(client, 'client', 'heartbeat_ms', 1, day) ?? config.client.heartbeat_ms
@@ -431,7 +448,10 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): FileP
 
 function applyEnv(config: MetaPuppetConfig, env: NodeJS.ProcessEnv, cwd: string): void {
   const url = nonEmpty(env.METAPUPPET_URL)
-  if (url !== null) config.client.url = url
+  if (url !== null) {
+    config.client.url = url
+    config.client.urls = null // one URL from the environment replaces the file's list
+  }
   const host = nonEmpty(env.METAPUPPET_HOST)
   if (host !== null) config.server.host = host
   const port = nonEmpty(env.METAPUPPET_PORT)

@@ -49,7 +49,7 @@ async function main(argv: readonly string[]): Promise<void> {
     throw e
   }
 
-  const { config, url, token } = resolved
+  const { config, url, urls, token } = resolved
   // Before anything is logged: no token ever reaches a log line, an event or an exec error.
   for (const secret of [token, config.server.token, config.server.puppet_token, config.puppet.token]) addSecret(secret)
   for (const secret of Object.values(config.server.bot_tokens)) addSecret(secret)
@@ -142,7 +142,7 @@ async function main(argv: readonly string[]): Promise<void> {
   const announceReady = (): void => {
     if (announced || !loggedIn || !bridge.connected) return
     announced = true
-    log.info('ready: bot=%s puppet=%s url=%s', botName, puppetName, url)
+    log.info('ready: bot=%s puppet=%s url=%s', botName, puppetName, bridge.url)
   }
 
   const wireLimit = new WireLimit(config.server.max_message_bytes)
@@ -230,6 +230,7 @@ async function main(argv: readonly string[]): Promise<void> {
   }
   const bridge = new Bridge({
     url,
+    urls,
     token,
     socketOptions,
     botName,

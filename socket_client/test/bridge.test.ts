@@ -236,6 +236,48 @@ describe('Bridge', () => {
   })
 })
 
+describe('Bridge with several server URLs (client.urls)', () => {
+  it('moves to the next server when its server dies, and sends the unacknowledged events there', async () => {
+    const first = await startServer()
+    const second = await startServer()
+    const bridge = startBridge(first.url, { urls: [first.url, second.url] })
+    first.answer = () => undefined // the first server dies before acknowledging anything
+    bridge.start()
+    await until(() => bridge.connected, 'a connection')
+    assert.equal(bridge.url, first.url)
+    for (let n = 1; n <= 3; n++) bridge.send(envelope(n))
+    await until(() => first.received.length === 3, 'three events at the first server')
+
+    await first.close() // gone for good, as a SIGKILLed process is
+    await until(() => bridge.connected && bridge.url === second.url, 'a connection to the second server')
+    await until(() => bridge.outbox.size === 0, 'the events acknowledged by the second server')
+    assert.deepEqual(
+      second.received.map((e) => e.id),
+      ['event-1', 'event-2', 'event-3'],
+    )
+    bridge.send(envelope(4))
+    await until(() => second.received.length === 4, 'a new event at the second server')
+  })
+
+  it('keeps going round the list with the usual backoff while every server is down', async () => {
+    const servers = [await startServer(), await startServer()]
+    const urls = servers.map((s) => s.url)
+    for (const server of servers) await server.close()
+    const bridge = startBridge(urls[0]!, { urls })
+    const tried = new Set<string>()
+    bridge.start()
+    const deadline = Date.now() + 2_000
+    while (tried.size < 2 && Date.now() < deadline) {
+      tried.add(bridge.url)
+      await sleep(5)
+    }
+    assert.deepEqual([...tried].sort(), [...urls].sort())
+    assert.ok(bridge.retryDelays.length >= 2, 'each move waits for the backoff')
+    assert.ok(bridge.retryDelays.every((d) => d >= 10 && d <= 50), `delays ${bridge.retryDelays}`)
+    assert.equal(bridge.connected, false)
+  })
+})
+
 describe('Bridge handshake', () => {
   it('computes the same keys and proofs as the Python side (fixed vectors)', () => {
     const a = 'a'.repeat(64)

@@ -85,6 +85,27 @@ describe('config', () => {
     assert.equal(fromEnv.token, 'env-pt')
   })
 
+  it('reads client.urls (several servers, a cluster) and refuses it beside client.url', () => {
+    const path = writeConfig('urls.json', {
+      server: { token: 't' },
+      client: { urls: ['http://a:1', 'https://b:2', 'http://a:1'] },
+    })
+    const resolved = loadConfig({ argv: ['--config', path], env: {}, cwd: emptyCwd })
+    assert.deepEqual(resolved.urls, ['http://a:1', 'https://b:2'])
+    assert.equal(resolved.url, 'http://a:1')
+    const fromEnv = loadConfig({ argv: ['--config', path], env: { METAPUPPET_URL: 'http://c:3' }, cwd: emptyCwd })
+    assert.deepEqual(fromEnv.urls, ['http://c:3'])
+    const single = loadConfig({ argv: ['--config', writeConfig('one.json', { server: { token: 't' } })], env: {}, cwd: emptyCwd })
+    assert.deepEqual(single.urls, ['http://127.0.0.1:8080'])
+
+    const both = writeConfig('both.json', { server: { token: 't' }, client: { url: 'http://a:1', urls: ['http://b:2'] } })
+    assert.match(configError(() => loadConfig({ argv: ['--config', both], env: {}, cwd: emptyCwd })).message, /client\.url or client\.urls, not both/)
+    for (const bad of [[], 'http://a:1', ['ftp://a'], [5]]) {
+      const path = writeConfig('bad-urls.json', { server: { token: 't' }, client: { urls: bad } })
+      assert.match(configError(() => loadConfig({ argv: ['--config', path], env: {}, cwd: emptyCwd })).message, /client\.urls must be a non-empty list of server URLs/)
+    }
+  })
+
   it('picks the bot\'s own token first, and reads client.replace_existing', () => {
     const path = writeConfig('bot-tokens.json', {
       server: { token: 't', puppet_token: 'pt', bot_tokens: { shop: 'shop-token', other: 'other-token' } },

@@ -126,8 +126,10 @@ class ApiRoutes:
                 if endpoint == "cdn/upload" and fault.kind != "delay":
                     return web.Response(status=200)  # success without x-encrypted-param
                 if endpoint == "cdn/download" and fault.kind != "delay":
+                    # not a whole number of AES blocks: random bytes could by chance end
+                    # in valid PKCS7 padding (about 1 time in 256) and decrypt to garbage
                     return web.Response(
-                        body=os.urandom(32), content_type="application/octet-stream"
+                        body=os.urandom(33), content_type="application/octet-stream"
                     )
             result = await produce(request)
             if isinstance(result, web.StreamResponse):

@@ -1,0 +1,122 @@
+"""Handled event ids shared by every server process (the dedupe across a fail-over).
+
+A Node client keeps each event until a server acknowledged it and sends it again after a
+reconnect, perhaps to another process. Each process still drops duplicates it saw itself
+(``EventPipeline``'s own ids); this store makes the decision shared:
+
+* ``claim(id)`` before an event goes into the pipeline: ``<prefix>:seen:<id>`` is set to
+  ``c:<host>`` (this process handles it, for at most ``claim_lease_s``). ``False``: it was
+  handled already, by any process (acknowledge it, run nothing). An event claimed by a
+  process that is still alive is waited for; one claimed by a process that is gone (its
+  liveness key expired: killed mid-way) is taken over and handled here.
+* ``done(id)`` once it was handled, *before* the acknowledgement goes out: the id becomes
+  ``d`` for ``seen_ttl_s`` (24 h, longer than an event stays in a Node outbox).
+* ``release(id)`` when it was not handled after all (a stop cut it short): a re-sent copy
+  runs.
+
+What this cannot give is exactly-once replies for the events a killed process was in the
+middle of: those run again here, and a reply they had already sent is sent again, unless
+the handler's sends are recorded (the delivery work's send records, see docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from .state import SharedState
+
+__all__ = ["CLAIM_SCRIPT", "RedisSeenIds", "SeenIds"]
+
+log = logging.getLogger("MetaPuppet.cluster")
+
+#: 1 claimed, 0 handled already, 2 claimed by this very process, 3 taken over from a
+#: process that is gone, -1 being handled by another live process
+CLAIM_SCRIPT = """
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], 'c:' .. ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == 'd' then return 0 end
+local holder = string.sub(v, 3)
+if holder == ARGV[1] then return 2 end
+if redis.call('EXISTS', ARGV[3] .. holder) == 0 then
+  redis.call('SET', KEYS[1], 'c:' .. ARGV[1], 'PX', ARGV[2])
+  return 3
+end
+return -1
+"""
+RELEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == 'c:' .. ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class SeenIds(Protocol):
+    """The shared dedupe of event ids (see the module docstring)."""
+
+    async def claim(self, event_id: str) -> bool:
+        """True: handle it here now; False: it was handled already."""
+        ...
+
+    async def done(self, event_id: str) -> None:
+        """It was handled (call before acknowledging it)."""
+        ...
+
+    async def release(self, event_id: str) -> None:
+        """It was not handled after all: a re-sent copy must run."""
+        ...
+
+
+class RedisSeenIds:
+    """:class:`SeenIds` in Redis; raises ClusterUnavailable while Redis is lost."""
+
+    def __init__(self, state: SharedState, host_id: str, *, poll_s: float = 0.05) -> None:
+        self.state = state
+        self.host_id = host_id
+        self.poll_s = poll_s
+        settings = state.settings
+        self._lease_ms = str(max(1, int(settings.claim_lease_s * 1000)))
+        self._done_ms = max(1, int(settings.seen_ttl_s * 1000))
+        self._host_prefix = state.key("host", "")
+        self._release = state.client.register_script(RELEASE_SCRIPT)
+        #: events taken over from a process that was gone (for the logs and tests)
+        self.taken_over = 0
+
+    def _key(self, event_id: str) -> str:
+        return self.state.key("seen", event_id)
+
+    async def claim(self, event_id: str) -> bool:
+        key, waited_since = self._key(event_id), None
+        args = (self.host_id, self._lease_ms, self._host_prefix)
+        while True:
+            verdict = await self.state.batched(
+                "checking whether an event was handled",
+                lambda pipe: pipe.eval(CLAIM_SCRIPT, 1, key, *args),
+            )
+            if verdict == 0:
+                return False
+            if verdict != -1:
+                if verdict == 3:
+                    self.taken_over += 1
+                    log.info("event %s: the process handling it is gone; handled here", event_id)
+                return True
+            if waited_since is None:
+                waited_since = time.monotonic()
+                log.info("event %s is being handled by another server process; waiting", event_id)
+            await asyncio.sleep(self.poll_s)
+
+    async def done(self, event_id: str) -> None:
+        key = self._key(event_id)
+        await self.state.batched(
+            "recording a handled event", lambda pipe: pipe.set(key, "d", px=self._done_ms)
+        )
+
+    async def release(self, event_id: str) -> None:
+        await self.state.run(
+            "releasing an event",
+            self._release(keys=[self._key(event_id)], args=[self.host_id]),
+        )
