@@ -36,7 +36,7 @@ interface Received {
 const output: string[] = []
 
 /** Generous limits: starting the client (tsx + wechaty) takes ~1.5 s, many times that on a busy machine. */
-async function until(condition: () => boolean, what: string, timeoutMs = 25_000): Promise<void> {
+async function until(condition: () => boolean, what: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs
   while (!condition()) {
     if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}; client log:\n${output.join('').slice(-3000)}`)
@@ -60,7 +60,7 @@ const exited = (child: ChildProcess): Promise<number | string | null> =>
     ? Promise.resolve(child.exitCode ?? child.signalCode)
     : new Promise((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal)))
 
-it('survives SIGKILL with unacknowledged events, reports liveness, restarts its bot, stops on SIGTERM', { timeout: 120_000 }, async () => {
+it('survives SIGKILL with unacknowledged events, reports liveness, restarts its bot, stops on SIGTERM', { timeout: 240_000 }, async () => {
   const http = createServer()
   const io = new Server(http)
   serveHandshake(io, { token: 'e2e-token-0123456789' })
