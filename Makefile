@@ -14,7 +14,7 @@ TEST_WORKERS ?= 3
 BOT ?=
 CONFIG ?=
 
-.PHONY: setup demo init serve client doctor test test-python test-node check bench clean
+.PHONY: setup demo init serve client doctor test test-python test-node test-crash check bench clean
 
 setup: $(VENV)/.installed $(CLIENT)/node_modules/.installed
 
@@ -50,6 +50,11 @@ test-python: setup
 
 test-node: setup
 	cd $(CLIENT) && npm test
+
+# Every SIGKILL scenario of tests/test_crash_e2e.py (server, Node client, both; 50 ms and
+# 500 ms handlers; both delivery paths): `make test` runs a subset of them (about 1 min).
+test-crash: setup
+	METAPUPPET_CRASH_ALL=1 $(BIN)/python -m pytest -s tests/test_crash_e2e.py $(PYTEST_ARGS)
 
 check: setup
 	$(BIN)/ruff format --check MetaPuppet tests bench example scripts

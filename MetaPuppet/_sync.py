@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import inspect
 from collections.abc import Callable, Coroutine
@@ -71,7 +72,9 @@ class HandlerPool:
         if inspect.iscoroutinefunction(handler):
             return await handler(*args)
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._pool, handler, *args)
+        # in the caller's context: a sync handler's sends keep the ids of its handling
+        context = contextvars.copy_context()
+        result = await loop.run_in_executor(self._pool, context.run, handler, *args)
         if inspect.isawaitable(result):
             result = await result
         return result

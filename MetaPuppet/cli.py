@@ -165,7 +165,7 @@ async def _serve(args: argparse.Namespace, config: Config) -> int:
     for state in server.load_plugins():  # a bad plugin setting stops here (ConfigError)
         detail = f": {state.error}" if state.error else ""
         print(f"plugin {state.name}: {state.status}{detail}", flush=True)
-    server.add_event_listener(snapshot_after_login)
+    server.add_event_listener(snapshot_after_login, self_messages=False)
     server.on_shutdown(server.write_snapshots)
     if getattr(robot, "dialog_store", "absent") is None:
         # dialogs survive a restart by default: the embedded SQLite store, no server needed;

@@ -4,6 +4,13 @@ It implements :class:`~MetaPuppet.types.PuppetAPI` (what every view talks to): r
 snippets, send things (through the outgoing rate limit), and name the only bot. The views
 built for incoming events hold this object, so ``room.say()`` goes view -> client ->
 link: one look-up of the puppet, one call.
+
+Sends are typed actions (``act``, no snippet to compile), each with a send id
+(:mod:`~MetaPuppet.sends`) the Node client deduplicates. The reply a robot hook returns
+does not even take a frame of its own: inside a handling that collects, it is added to the
+event's acknowledgement (:meth:`PuppetClient.send_reply`), except on channels with a send
+budget, where it is sent and checked before the event is acknowledged, so that a refusal
+reaches the robot's ``on_error``.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
-from . import protocol, snippets
+from . import protocol, sends, snippets
 from ._loop import on_loop, running_loop
 from .budget import SendBudgets
 from .errors import MetaPuppetError, NotSupported, SendWindowClosed, SnippetError, SnippetTimeout
@@ -134,17 +141,19 @@ class PuppetClient:
         link = await self.registry.pick(bot)
         if not link.capabilities.can("typing"):
             return False
-        args = {"to": id_of(conversation_id), "on": bool(on)}
-        return bool(await self._run(link, snippets.TYPING, args, 10.0))
+        action = {"action": protocol.ACTION_TYPING, "to": id_of(conversation_id), "on": bool(on)}
+        return bool(await self._run(link, None, action, 10.0))
 
-    async def _run(self, link: PuppetLink, code: str, args: Any, timeout: float) -> Any:
+    async def _run(self, link: PuppetLink, code: str | None, args: Any, timeout: float) -> Any:
+        """Run snippet ``code`` with ``args``, or (``code`` None) the typed action ``args``."""
         started, failed = time.perf_counter(), None
         try:
-            answer = await link.call(
-                protocol.EV_EXEC,
-                protocol.exec_request(code, {} if args is None else args, timeout),
-                timeout + ANSWER_MARGIN_S,
-            )
+            if code is None:
+                event, request = protocol.EV_ACT, protocol.act_request(args, timeout)
+            else:
+                event = protocol.EV_EXEC
+                request = protocol.exec_request(code, {} if args is None else args, timeout)
+            answer = await link.call(event, request, timeout + ANSWER_MARGIN_S)
             return protocol.unwrap_exec_response(answer, bot=link.bot)
         except Exception as exc:
             failed = str(getattr(exc, "kind", None) or type(exc).__name__)
@@ -192,29 +201,27 @@ class PuppetClient:
         room: bool | None = None,
         mentions: Iterable[Any] = (),
         reply_to: str | None = None,
+        send_id: str | None = None,
     ) -> str | None:
         """Send one thing (text, FileBox, UrlLink, ...) to a contact or room; returns its id.
 
         ``conversation_id`` may be an id or a view (Contact, Room); ``mentions`` ids or
         Contacts. ``reply_to`` is the id of the message this answers: on a channel with
-        send windows the answer uses that message's window.
+        send windows the answer uses that message's window. ``send_id`` names the send
+        for the Node client's send records (a repeated id is answered from the record, not
+        sent again); by default it is the next id of the handling this runs in, or random.
 
         Raises :class:`NotSupported` when the channel cannot send this (a room on iLink)
         and :class:`SendWindowClosed` when its send budget does not allow it now; both at
         once, before anything is sent.
         """
-        to = id_of(conversation_id)
-        kind = type(conversation_id).__name__
-        named_room = kind == "Room" if kind in ("Room", "Contact", "ContactSelf") else None
-        args = {
-            "to": to,
-            "sayable": sayable_to_wire(something),
-            "mentions": [id_of(m) for m in mentions],
-        }
-        key = None if self.send_key is None else self.send_key()
-        if key is not None:
-            args["sendId"] = key
-        call = self._say(bot, to, room if room is not None else named_room, args, reply_to)
+        # taken here, in the caller's order, so a handler run again gets the same ids (in
+        # cluster mode too: the same ``<event id>#<n>`` as the cluster's ``send_key``, which
+        # these send ids and the Node client's durable send records supersede)
+        send_id = send_id if send_id is not None else sends.next_send_id()
+        call = self._say(
+            bot, *_say_fields(conversation_id, something, mentions, room), reply_to, send_id
+        )
         if self.loop is not None and running_loop() is not self.loop:
             return await on_loop(self.loop, call)
         return await call
@@ -226,7 +233,10 @@ class PuppetClient:
         room: bool | None,
         args: dict[str, Any],
         reply_to: str | None,
+        send_id: str,
+        collect: sends.Handling | None = None,
     ) -> str | None:
+        """Check, then send ``args`` (or add it to ``collect``'s acknowledgement)."""
         link = await self.registry.pick(bot)
         capabilities = link.capabilities
         if room is None:
@@ -253,8 +263,26 @@ class PuppetClient:
         try:
             if self.rate_limiter is not None:
                 await self.rate_limiter.acquire(link.bot, to)
+            action = protocol.say_action(
+                send_id,
+                to,
+                args["kind"],
+                args["sayable"],
+                args["mentions"],
+                args.get("replyTo"),
+                with_reply_to=rules is not None,
+            )
+            if collect is not None and rules is None and collect.collects_for(link.bot):
+                # travels in the event's acknowledgement: the Node client runs it after
+                # recording it durably (a channel with a budget never gets here: its sends
+                # are checked before the event is acknowledged)
+                assert collect.actions is not None
+                collect.actions.append(action)
+                if self.observer is not None:
+                    self.observer.sent(link.bot)
+                return None
             sending = True
-            result = await self._run(link, snippets.SAY, args, SAY_TIMEOUT_S)
+            result = await self._run(link, None, action, SAY_TIMEOUT_S)
         except SnippetError as exc:
             if rules is None or exc.code != SEND_REFUSED:
                 if not isinstance(exc, SnippetTimeout):  # a timed-out send may have gone
@@ -276,9 +304,37 @@ class PuppetClient:
     async def send_reply(
         self, reply: Any, *, to: str, bot: str | None, room: bool, reply_to: str | None = None
     ) -> None:
-        """Send whatever a robot hook returned (str, FileBox, legacy dict, list, ...)."""
+        """Send whatever a robot hook returned (str, FileBox, legacy dict, list, ...).
+
+        Inside a handling that collects (an event from a Node client, on a channel without
+        a send budget) the reply is added to the event's acknowledgement instead: one frame
+        for the event and its answer.
+        """
+        handling = sends.current()
+        elsewhere = self.loop is not None and running_loop() is not self.loop
+        if handling is None or not handling.collects_for(bot or "") or elsewhere:
+            for something in reply_to_sayables(reply):
+                await self.say(to, something, bot=bot, room=room, reply_to=reply_to)
+            return
         for something in reply_to_sayables(reply):
-            await self.say(to, something, bot=bot, room=room, reply_to=reply_to)
+            fields = _say_fields(to, something, (), room)
+            await self._say(bot, *fields, reply_to, handling.next_send_id(), handling)
+
+
+def _say_fields(
+    conversation_id: Any, something: Any, mentions: Iterable[Any], room: bool | None
+) -> tuple[str, bool | None, dict[str, Any]]:
+    """``(to, room, args)`` of a send: the ids, and whether the target is a room when the
+    caller said so or passed a view that says it."""
+    to = id_of(conversation_id)
+    kind = type(conversation_id).__name__
+    named_room = kind == "Room" if kind in ("Room", "Contact", "ContactSelf") else None
+    args = {
+        "to": to,
+        "sayable": sayable_to_wire(something),
+        "mentions": [id_of(m) for m in mentions],
+    }
+    return to, room if room is not None else named_room, args
 
 
 def check_sendable(args: Any) -> None:

@@ -78,8 +78,9 @@ class Ops:
         self.metrics.proactive = self.outbox.counts
         host.client.observer = self.metrics
         host.pipeline.observer = self.metrics
-        host.pipeline.add_listener(self.metrics.on_event)
-        host.pipeline.add_listener(self.outbox.on_event)
+        # neither needs the bot's own messages: the Node clients need not forward them
+        host.pipeline.add_listener(self.metrics.on_event, self_messages=False)
+        host.pipeline.add_listener(self.outbox.on_event, self_messages=False)
         host.pipeline.after_handled.append(self.outbox.after_handled)
 
     @property

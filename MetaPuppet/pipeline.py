@@ -8,37 +8,48 @@ concurrently; past ``max_queued_events`` the acknowledgement waits, so the Node 
 keeps the event in its outbox (back-pressure, never loss). Each event goes to the robot
 hook the one table (:data:`~MetaPuppet.types.ROUTED_EVENTS`) names, and the reply goes
 where that table says.
+
+Each handling runs in a :class:`~MetaPuppet.sends.Handling` (send ids that are the same
+when it runs again). For an event from a Node client the reply travels in the event's
+acknowledgement as typed actions, recorded in the :class:`~MetaPuppet.seen.SeenStore`
+before the acknowledgement goes, so a copy sent again after a crash gets the same answer
+instead of running again. A handling cut short because its bot's connection went away is
+not recorded: the client sends the event again once it is back, and it runs again (its
+sends that were made are answered from the Node client's send records).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, Final
 
-from . import protocol
-from ._files import SaveFailure, write_json
+from . import protocol, sends
+from ._files import SaveFailure
 from ._sync import HandlerPool
 from .client import PuppetClient
 from .dispatch.host import DispatchHost
-from .errors import MetaPuppetError, ProtocolError
+from .errors import MetaPuppetError, ProtocolError, PuppetNotConnected
 from .presence import ClientInfo, Presence
 from .protocol import BotEvent
+from .seen import MAX_IDS, FileSeenStore, MemorySeenStore, SeenStore
 from .types import ROUTED_EVENTS, Message, chat_of
 
-__all__ = ["SEEN_EVENT_IDS", "EventPipeline"]
+__all__ = ["SEEN_EVENT_IDS", "EventPipeline", "Listener", "Remover"]
 
 log = logging.getLogger("MetaPuppet.server")
 
-SEEN_EVENT_IDS: Final = 50_000
+SEEN_EVENT_IDS: Final = MAX_IDS
+#: how often a re-sent event that joined a handling cut short by a disconnect runs again
+_RETRIES: Final = 3
 
 Listener = Callable[[BotEvent], Any]
+#: removes what was added (an event listener)
+Remover = Callable[[], None]
 StallHook = Callable[[str, dict[str, Any]], Any]
 
 
@@ -64,9 +75,18 @@ class EventPipeline:
         self.host = host
         self.pool = pool
         self.presence = presence
-        self.robot: Any = None
+        self._robot: Any = None
         #: where handled event ids are kept across restarts (None: nothing is written)
         self.data_dir = data_dir
+        #: the handled events; None: a file store in ``data_dir`` (or memory) at start
+        self.seen_store: SeenStore | None = None
+        self.seen: SeenStore = MemorySeenStore()
+        #: whether replies travel in the event's acknowledgement (off in cluster mode: a
+        #: copy another process dedupes is answered without them, so they go directly)
+        self.collect_replies = True
+        #: told when the wish for the bot's own messages changes (the transport tells the
+        #: Node clients, which forward them only while someone wants them)
+        self.on_self_messages: Callable[[bool], None] | None = None
         self.max_concurrent_handlers = max_concurrent_handlers
         #: events accepted but not yet handled; past this, new events wait (never dropped)
         self.max_queued_events = max_queued_events
@@ -85,21 +105,41 @@ class EventPipeline:
         self.tasks: set[asyncio.Task[Any]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         self._listeners: list[Listener] = []
+        self._self_listeners: list[Listener] = []
+        self._self_interests: set[str] = set()
+        self._wants_self = False
         self._stall_hooks: list[StallHook] = []
-        self._seen: OrderedDict[str, None] = OrderedDict()
-        self._inflight: dict[str, asyncio.Task[Any]] = {}
+        self._inflight: dict[str, asyncio.Task[sends.Handling | None]] = {}
         self._chat_tails: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._handler_slots: asyncio.Semaphore | None = None
         self._queue_slots: asyncio.Semaphore | None = None
 
     # ------------------------------------------------------------------ life cycle
 
+    @property
+    def robot(self) -> Any:
+        return self._robot
+
+    @robot.setter
+    def robot(self, robot: Any) -> None:
+        self._robot = robot
+        self._self_interest_changed()
+
     def start(self) -> None:
         """Begin taking events (on the server loop)."""
         self._handler_slots = asyncio.Semaphore(self.max_concurrent_handlers)
         self._queue_slots = asyncio.Semaphore(self.max_queued_events)
         self.accepting = True
-        self._load_seen_ids()
+        if self.seen_store is not None:
+            self.seen = self.seen_store
+        elif self.data_dir is not None:
+            self.seen = FileSeenStore(self.data_dir)
+        else:
+            self.seen = MemorySeenStore()
+        self.seen.open()
+        self._wants_self = self.wants_self_messages()
+        if self.on_self_messages is not None:
+            self.on_self_messages(self._wants_self)  # before any client connects
         self._spawn(self._watch_stalls(), track=False)
 
     async def drain(self, deadline: float) -> None:
@@ -124,12 +164,9 @@ class EventPipeline:
         returns what could not be saved, so the stop still completes.
         """
         failures: list[SaveFailure] = []
-        path = self._seen_path()
-        try:
-            self._save_seen_ids()
-        except OSError as exc:
-            log.error("could not save the handled event ids to %s: %s", path, exc)
-            failures.append(SaveFailure("the handled event ids", path, str(exc)))
+        seen = self.seen.close()
+        if seen is not None:
+            failures.append(seen)
         budgets = self.api.budgets.flush()
         if budgets is not None:
             failures.append(budgets)
@@ -137,15 +174,51 @@ class EventPipeline:
             task.cancel()
         return failures
 
-    def add_listener(self, listener: Listener) -> Callable[[], None]:
-        """Call ``listener(event)`` for every bot event; returns its remover."""
+    def add_listener(self, listener: Listener, *, self_messages: bool = True) -> Callable[[], None]:
+        """Call ``listener(event)`` for every bot event; returns its remover.
+
+        With ``self_messages`` (the default) the listener also wants the bot's own
+        messages, so the Node clients forward them while it is registered; pass False for
+        a listener that ignores them, and they are not even sent.
+        """
         self._listeners.append(listener)
+        if self_messages:
+            self._self_listeners.append(listener)
+            self._self_interest_changed()
 
         def remove() -> None:
             if listener in self._listeners:
                 self._listeners.remove(listener)
+            if listener in self._self_listeners:
+                self._self_listeners.remove(listener)
+                self._self_interest_changed()
 
         return remove
+
+    def want_self_messages(self, who: str, on: bool) -> None:
+        """Say whether ``who`` (the web hub, say) wants the bot's own messages."""
+        if on:
+            self._self_interests.add(who)
+        else:
+            self._self_interests.discard(who)
+        self._self_interest_changed()
+
+    def wants_self_messages(self) -> bool:
+        """Whether anything wants the bot's own messages: a listener registered for them,
+        a web subscription or stream that could match one, or a robot with
+        ``handle_self_messages``. Without any, the Node clients do not forward them."""
+        return bool(
+            self._self_listeners
+            or self._self_interests
+            or getattr(self._robot, "handle_self_messages", False)
+        )
+
+    def _self_interest_changed(self) -> None:
+        wants = self.wants_self_messages()
+        if wants != self._wants_self:
+            self._wants_self = wants
+            if self.on_self_messages is not None:
+                self.on_self_messages(wants)
 
     def on_stalled(self, hook: StallHook) -> StallHook:
         self._stall_hooks.append(hook)
@@ -156,9 +229,9 @@ class EventPipeline:
     async def receive(self, info: ClientInfo, data: Any) -> dict[str, Any]:
         """An ``event`` envelope from the puppet ``info``; returns its acknowledgement.
 
-        The acknowledgement waits until the event was handled: if this process dies first,
-        the client still holds the event and sends it again, and the id check keeps it
-        from running twice.
+        The acknowledgement waits until the event was handled and recorded, and carries the
+        reply's typed actions: if this process dies first, the client still holds the event
+        and sends it again, and the record answers the copy the same way.
         """
         assert info.bot is not None
         try:
@@ -179,12 +252,21 @@ class EventPipeline:
             )
         if event.name in ("login", "logout"):
             self.presence.login(info, event.payload if event.name == "login" else None)
-        task = await self.feed(event)
-        if task is not None:
+        for _ in range(_RETRIES):
+            task, recorded = await self._take(event, info)
+            if task is None:
+                return protocol.event_ack(recorded)
             await asyncio.wait([task])
             if task.cancelled():
                 return protocol.error_ack("unavailable", "handling was cut short; send it again")
-        return protocol.ok()
+            handling = task.result()
+            if handling is None or not handling.retry:
+                return protocol.event_ack(handling.actions if handling is not None else None)
+            if info.disconnected_at is not None:
+                break  # this copy's connection is gone too; the client sends it again
+        return protocol.error_ack(
+            "unavailable", "the bot disconnected while the event was handled; send it again"
+        )
 
     async def feed(self, event: BotEvent) -> asyncio.Task[Any] | None:
         """Take one bot event: notify listeners, then queue it for the robot.
@@ -192,14 +274,24 @@ class EventPipeline:
         Returns the task handling the event (``None`` when there is nothing to wait for: no
         robot, the bot's own message, or a duplicate of an event already handled). A
         duplicate that arrives while the first copy is still being handled gets the first
-        copy's task.
+        copy's task. Replies are sent at once (:meth:`receive` collects them into the
+        acknowledgement instead).
         """
+        task, _ = await self._take(event, None)
+        return task
+
+    async def _take(
+        self, event: BotEvent, source: ClientInfo | None
+    ) -> tuple[asyncio.Task[sends.Handling | None] | None, list[dict[str, Any]] | None]:
+        """Queue ``event`` for the robot: its task, or (None, the recorded actions)."""
         running = self._inflight.get(event.id)
         if running is not None:
-            return running
-        if not self._remember(event.id):
-            log.debug("dropped duplicate event %s", event.id)
-            return None
+            return running, None
+        if event.name != "heartbeat":
+            recorded = await self.seen.lookup(event.id)
+            if recorded is not None:
+                log.debug("dropped duplicate event %s", event.id)
+                return None, recorded
         self.api.note_event(event)
         for listener in list(self._listeners):
             try:
@@ -208,12 +300,20 @@ class EventPipeline:
                     await result
             except Exception:
                 log.exception("event listener %r failed", listener)
-        robot = self.robot
-        if robot is None:
-            return None
-        if event.name == "message" and event.payload.get("self"):
-            if not getattr(robot, "handle_self_messages", False):
-                return None  # the bot's own message: listeners saw it; nothing for the robot
+        robot = self._robot
+        if (
+            event.name == "heartbeat"
+            or robot is None
+            or (
+                event.name == "message"
+                and event.payload.get("self")
+                and not getattr(robot, "handle_self_messages", False)
+            )
+        ):
+            # the bot's own message, or no robot: listeners saw it; nothing for the robot
+            if event.name != "heartbeat":
+                await self.seen.record(event.id, None)
+            return None, None
         queue_slots = self._queue_slots
         if queue_slots is not None:
             # a full queue holds the event here, so its acknowledgement waits and the Node
@@ -221,7 +321,7 @@ class EventPipeline:
             await queue_slots.acquire()
         key = (event.bot, chat_of(event.name, event.payload) or f"bot:{event.name}")
         previous = self._chat_tails.get(key)
-        task = self._spawn(self._after(previous, self._dispatch(event)))
+        task = self._spawn(self._after(previous, self._dispatch(event, source)))
         self._chat_tails[key] = task
         self._inflight[event.id] = task
         if queue_slots is not None:
@@ -231,34 +331,41 @@ class EventPipeline:
             if self._chat_tails.get(key) is done:
                 del self._chat_tails[key]
             self._inflight.pop(event.id, None)
-            if done.cancelled():
-                # cut off by a shutdown deadline: not handled, so a re-sent copy must run
-                self._seen.pop(event.id, None)
 
         task.add_done_callback(forget)
-        return task
+        return task, None
 
     @staticmethod
-    async def _after(previous: asyncio.Task[None] | None, coro: Awaitable[None]) -> None:
+    async def _after(
+        previous: asyncio.Task[Any] | None, coro: Awaitable[sends.Handling | None]
+    ) -> sends.Handling | None:
         if previous is not None:
             await asyncio.wait([previous])
-        await coro
+        return await coro
 
-    async def _dispatch(self, event: BotEvent) -> None:
+    async def _dispatch(self, event: BotEvent, source: ClientInfo | None) -> sends.Handling:
+        # a task of its own: the handling is this task's (and its children's) context
+        collect = source is not None and self.collect_replies
+        handling = sends.open_handling(event.id, event.bot, collect=collect)
+        handling.source = source
         started = time.perf_counter()
         if self._handler_slots is None:
-            error = await self._handle(event)
+            error = await self._handle(event, handling)
         else:
             async with self._handler_slots:
                 started = time.perf_counter()
-                error = await self._handle(event)
+                error = await self._handle(event, handling)
         if self.observer is not None:
             self.observer.handled(event, time.perf_counter() - started, error)
         for hook in self.after_handled:
             hook(event)
+        handling.open = False
+        if not handling.retry:
+            await self.seen.record(event.id, handling.actions)
+        return handling
 
-    async def _handle(self, event: BotEvent) -> Exception | None:
-        robot = self.robot
+    async def _handle(self, event: BotEvent, handling: sends.Handling) -> Exception | None:
+        robot = self._robot
         try:
             kind = ROUTED_EVENTS.get(event.name)
             if kind is None:
@@ -279,6 +386,24 @@ class EventPipeline:
                     reply, to=target[0], bot=event.bot, room=target[1], reply_to=answers
                 )
         except Exception as exc:
+            source = handling.source
+            if (
+                isinstance(exc, PuppetNotConnected)
+                and source is not None
+                and source.disconnected_at is not None
+            ):
+                # its bot went away mid-handling: the client sends the event again once it
+                # is back, and it runs again then (the sends it made are not repeated)
+                handling.retry = True
+                log.warning(
+                    "handling %s event %s of bot %r was cut short: the bot disconnected (%s); "
+                    "it runs again when the client sends it again",
+                    event.name,
+                    event.id,
+                    event.bot,
+                    exc,
+                )
+                return exc
             log.exception("handling %s event %s of bot %r failed", event.name, event.id, event.bot)
             try:
                 await self.pool.call(robot.on_error, exc, event)
@@ -340,39 +465,6 @@ class EventPipeline:
                 log.info("asked bot %r to restart its Wechaty", bot)
             except MetaPuppetError as exc:
                 log.warning("could not restart bot %r: %s", bot, exc)
-
-    # ------------------------------------------------------------------ seen ids
-
-    def _remember(self, event_id: str) -> bool:
-        """Record an event id; False if it was seen before (a re-sent duplicate)."""
-        if event_id in self._seen:
-            return False
-        self._seen[event_id] = None
-        if len(self._seen) > SEEN_EVENT_IDS:
-            self._seen.popitem(last=False)
-        return True
-
-    def _seen_path(self) -> Path | None:
-        return None if self.data_dir is None else self.data_dir / "seen-event-ids.json"
-
-    def _load_seen_ids(self) -> None:
-        path = self._seen_path()
-        if path is None or not path.is_file():
-            return
-        try:
-            ids = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            log.warning("ignored unreadable %s: %s", path, exc)
-            return
-        for event_id in ids[-SEEN_EVENT_IDS:]:
-            if isinstance(event_id, str):
-                self._seen[event_id] = None
-        log.info("remembered %d handled event ids from %s", len(self._seen), path)
-
-    def _save_seen_ids(self) -> None:
-        path = self._seen_path()
-        if path is not None:
-            write_json(path, list(self._seen))
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], *, track: bool = True) -> asyncio.Task[Any]:
         """Start a task; tracked ones (handlers) are waited for by :meth:`drain`."""

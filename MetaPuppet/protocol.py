@@ -22,6 +22,16 @@ sends anything that can be replayed or turned into the token.
 
 Every message is bound to both nonces, so an answer recorded from one connection is
 worthless on the next; the server also refuses a client nonce it has already seen.
+
+**Delivery** (protocol 3): the steady path is one frame each way per answered message.
+The reply a robot hook returns travels in the event's acknowledgement as typed actions,
+``{ok: true, actions: [{action: "say", send_id, to, kind, sayable, mentions, replyTo?}]}``
+(:func:`event_ack`); every other send is an ``act`` request (:func:`act_request`). Every
+send carries a ``send_id`` (:func:`send_id_of`): the Node client records each completed
+one durably and answers a repeated id with the recorded result instead of sending again,
+so a handler run again after a crash of either side duplicates no reply. The handshake's
+answer says whether the server wants the bot's own messages (``self_messages``); a
+``control`` ``{action: "self-messages", on}`` says when that changes.
 """
 
 from __future__ import annotations
@@ -40,7 +50,12 @@ __all__ = [
     "BOT_EVENTS",
     "CAPABILITY_FLAGS",
     "CONTROL_ACTIONS",
+    "ACTIONS",
+    "ACTION_SAY",
+    "ACTION_TYPING",
+    "CONTROL_SELF_MESSAGES",
     "EVENT_ACK_DROP_KINDS",
+    "EV_ACT",
     "EV_AUTHENTICATE",
     "EV_CHALLENGE",
     "EV_CONTROL",
@@ -51,6 +66,7 @@ __all__ = [
     "HANDSHAKE_EVENTS",
     "MAX_BOT_NAME_LENGTH",
     "MAX_ID_LENGTH",
+    "MAX_SEND_ID_LENGTH",
     "PROTOCOL_VERSION",
     "ROLES",
     "ROLE_LEGACY",
@@ -63,9 +79,11 @@ __all__ = [
     "Handshake",
     "Role",
     "SendBudget",
+    "act_request",
     "auth_payload",
     "client_proof",
     "error_ack",
+    "event_ack",
     "exec_request",
     "key_id",
     "new_nonce",
@@ -76,13 +94,16 @@ __all__ = [
     "parse_event",
     "parse_proof",
     "proof_matches",
+    "random_send_id",
+    "say_action",
+    "send_id_of",
     "server_proof",
     "unwrap_exec_response",
     "valid_text",
 ]
 
 
-PROTOCOL_VERSION: Final = 2
+PROTOCOL_VERSION: Final = 3
 
 ROLE_PUPPET: Final = "puppet"
 ROLE_WEB: Final = "web"
@@ -96,10 +117,17 @@ EV_EXEC: Final = "exec"  # Python -> Node: run a snippet, answered by ack
 EV_ECHO: Final = "echo"  # Python -> Node: raw round trip (benchmarks, health)
 EV_MESSAGE: Final = "message"  # web clients: the original project's envelope
 EV_CONTROL: Final = "control"  # Python -> Node: {action: "restart-bot"}, answered by ack
+EV_ACT: Final = "act"  # Python -> Node: one typed action (say, typing), answered like exec
 EV_CHALLENGE: Final = "challenge"  # Python -> client, right after connect: {nonce, proof}
 EV_AUTHENTICATE: Final = "authenticate"  # client -> Python: {proof}, acknowledged
 HANDSHAKE_EVENTS: Final = frozenset({EV_CHALLENGE, EV_AUTHENTICATE})
-CONTROL_ACTIONS: Final = frozenset({"restart-bot"})
+#: ``{action: "self-messages", on: bool}``: forward the bot's own messages, or not
+CONTROL_SELF_MESSAGES: Final = "self-messages"
+CONTROL_ACTIONS: Final = frozenset({"restart-bot", CONTROL_SELF_MESSAGES})
+# typed actions (``act`` requests and the actions of an event acknowledgement)
+ACTION_SAY: Final = "say"
+ACTION_TYPING: Final = "typing"
+ACTIONS: Final = frozenset({ACTION_SAY, ACTION_TYPING})
 # error kinds in an event acknowledgement after which the client drops the event; with any
 # other kind (e.g. "unavailable" while the server shuts down) it keeps it and re-sends it
 EVENT_ACK_DROP_KINDS: Final = frozenset({"bad_request", "forbidden"})
@@ -123,6 +151,8 @@ BOT_EVENTS: Final = frozenset(
 )
 
 MAX_ID_LENGTH: Final = 256
+#: an event id, ``#`` and the send's position in its handling
+MAX_SEND_ID_LENGTH: Final = MAX_ID_LENGTH + 12
 MAX_BOT_NAME_LENGTH: Final = 64
 
 Role = Literal["puppet", "web"]
@@ -467,6 +497,54 @@ def valid_text(value: Any) -> Any:
 
 def exec_request(code: str, args: Any, timeout: float) -> dict[str, Any]:
     return {"code": code, "args": args, "timeout_ms": max(1, int(timeout * 1000))}
+
+
+def send_id_of(event_id: str, position: int) -> str:
+    """The id of the ``position``-th send made while handling event ``event_id``: the same
+    when the handler runs again after a crash, so the Node client can tell a repeat."""
+    return f"{event_id}#{position}"
+
+
+def random_send_id() -> str:
+    """The id of a send made outside any handler (proactive sends, scripts)."""
+    return "r:" + secrets.token_hex(16)
+
+
+def say_action(
+    send_id: str,
+    to: str,
+    kind: str,
+    sayable: dict[str, Any],
+    mentions: list[str],
+    reply_to: str | None = None,
+    *,
+    with_reply_to: bool = False,
+) -> dict[str, Any]:
+    """A typed ``say``: the fields of the ``SAY`` snippet's ``args``, plus its send id.
+
+    ``replyTo`` is only there on channels with send windows (``with_reply_to``), as before.
+    """
+    action: dict[str, Any] = {
+        "action": ACTION_SAY,
+        "send_id": send_id,
+        "to": to,
+        "kind": kind,
+        "sayable": sayable,
+        "mentions": mentions,
+    }
+    if with_reply_to:
+        action["replyTo"] = reply_to
+    return action
+
+
+def act_request(action: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """An ``act`` request: one typed action and how long Node may take for it."""
+    return {**action, "timeout_ms": max(1, int(timeout * 1000))}
+
+
+def event_ack(actions: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The acknowledgement of a handled event, carrying the reply's typed actions."""
+    return {"ok": True, "actions": actions} if actions else {"ok": True}
 
 
 def unwrap_exec_response(response: Any, *, bot: str | None = None) -> Any:

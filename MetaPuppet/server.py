@@ -36,7 +36,7 @@ from .config import Config, load_config
 from .errors import AmbiguousBot, ConfigError
 from .ops import Ops, OpsAPI
 from .original import OriginalAPI
-from .pipeline import EventPipeline
+from .pipeline import EventPipeline, Listener, Remover
 from .presence import ClientInfo, Presence
 from .protocol import BotEvent, Capabilities
 from .transport import (
@@ -143,6 +143,7 @@ class SocketServerCore(OpsAPI, OriginalAPI):
             legacy_clients=bool((self.config.raw.get("web") or {}).get("legacy_clients", False)),
             client_manager=None if self.cluster is None else self.cluster.manager,
         )
+        self.pipeline.on_self_messages = self.transport.set_self_messages  # told at start
         #: the Socket.IO server and the aiohttp app (the original's ``self.sio``)
         self.sio = self.transport.sio
         self.app: web.Application = self.transport.app
@@ -163,6 +164,7 @@ class SocketServerCore(OpsAPI, OriginalAPI):
         install_api(self.web, self.app)
         if self.cluster is not None:
             self.cluster.install(self)
+            self.pipeline.collect_replies = False  # a copy deduped elsewhere gets no actions
 
         self._shutdown_hooks: list[Callable[[], Any]] = []
         #: what the last stop could not save (a read-only or full data directory)
@@ -541,13 +543,10 @@ class SocketServerCore(OpsAPI, OriginalAPI):
 
     # ------------------------------------------------------------------ events
 
-    def add_event_listener(self, listener: Callable[[BotEvent], Any]) -> Callable[[], None]:
-        """Call ``listener(event)`` for every bot event (own messages included).
-
-        Listeners run on the server loop before the robot and must not block. Returns a
-        function that removes the listener.
-        """
-        return self.pipeline.add_listener(listener)
+    def add_event_listener(self, listener: Listener, *, self_messages: bool = True) -> Remover:
+        """Call ``listener(event)`` for every bot event (``self_messages``: the bot's own
+        too); on the server loop, before the robot, must not block; returns its remover."""
+        return self.pipeline.add_listener(listener, self_messages=self_messages)
 
     async def handle_event(self, event: BotEvent) -> asyncio.Task[Any] | None:
         """Take one bot event as if a puppet had sent it (see :meth:`EventPipeline.feed`)."""

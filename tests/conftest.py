@@ -11,6 +11,7 @@ import pytest
 from MetaPuppet import Config, SweetSocketServer
 from MetaPuppet.protocol import BotEvent
 from MetaPuppet.server import PuppetLink, SocketServerCore
+from MetaPuppet.transport.fake import say_fields
 
 logging.getLogger("MetaPuppet").setLevel(logging.DEBUG)
 
@@ -83,12 +84,8 @@ class FakePuppet(PuppetLink):
         self.closed = reason
 
     def said(self) -> list[dict[str, Any]]:
-        """The args of every `say` snippet run on this puppet."""
-        return [
-            data["args"]
-            for event, data in self.calls
-            if event == "exec" and isinstance(data.get("args"), dict) and "sayable" in data["args"]
-        ]
+        """The fields of every `say` (typed action or snippet) run on this puppet."""
+        return [said for event, data in self.calls if (said := say_fields(event, data))]
 
 
 _counter = 0

@@ -235,9 +235,9 @@ async def test_typing_is_a_no_op_on_a_channel_without_it():
     message = Message(client, "bot", {"id": "m1", "talkerId": "alice@im.wechat"})
     async with message.typing():
         pass
-    assert [d["args"] for _, d in ilink_link.calls] == [
-        {"to": "alice@im.wechat", "on": True},
-        {"to": "alice@im.wechat", "on": False},
+    assert [(e, d["action"], d["to"], d["on"]) for e, d in ilink_link.calls] == [
+        ("act", "typing", "alice@im.wechat", True),
+        ("act", "typing", "alice@im.wechat", False),
     ]
 
 

@@ -135,7 +135,7 @@ def hostile_auth(rng: random.Random, token: str) -> dict[str, Any]:
             {**good, "key": protocol.key_id("not-the-token", good["nonce"])},
             {**good, "nonce": good["nonce"].upper()},
             {**good, "nonce": junk(rng)},
-            {**good, "protocol": rng.choice([1, 3, "2", None, 2.0, True])},
+            {**good, "protocol": rng.choice([1, 2, 4, "3", None, 3.0, True])},
             {**good, "key": good["key"][:-1]},
             {**good, "role": junk(rng)},
             {**good, "replace": rng.choice(["yes", 1, [], {}])},

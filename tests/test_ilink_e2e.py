@@ -15,7 +15,6 @@ from MetaPuppet import (
     Config,
     Message,
     NotSupported,
-    PuppetDisconnected,
     RobotBase,
     SendWindowClosed,
     SweetSocketServer,
@@ -167,27 +166,34 @@ async def test_sigkill_of_the_node_client_while_50_messages_arrive_loses_and_rep
             await asyncio.sleep(0.2)
         counts = Counter(robot.handled)
         lost = [t for t in texts if counts[t] == 0]
-        duplicated = [t for t in texts if counts[t] > 1]
-        print(
-            f"\nilink SIGKILL: sent 50, handled {len(counts)}, lost {len(lost)}, "
-            f"duplicated {len(duplicated)}"
-        )
-        assert lost == [] and duplicated == []
+        # a handling whose reply was on its way when the client died runs again once the
+        # client sends the event again; its reply is not sent twice (the send records)
+        again = [t for t in texts if counts[t] > 1]
+        assert lost == [] and len(again) <= 3, (lost, again)
+        # a reply whose send was in flight at the kill is in doubt (it may or may not have
+        # reached WeChat): never sent again, reported to the robot as SendInterrupted
+        doubt = [e for e in robot.errors if "SendInterrupted" in str(e)]
+        assert [e for e in robot.errors if e not in doubt] == []
+        assert len(doubt) <= 3
         assert len(wx.sim.qrcodes) == qrcodes, "the restart needed a new QR scan"
-        # each one answered, within its own message's window
-        replies = {r.text for r in alice.pending_replies()}
+        # each one answered exactly once, within its own message's window
+        replies = Counter(r.text for r in alice.pending_replies())
         deadline = time.monotonic() + 30
         while len(replies) < 50 and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-            replies |= {r.text for r in alice.pending_replies()}
-        # a reply on its way when the Node client died is reported to the robot as
-        # PuppetDisconnected (sending it again could duplicate it: the hardening issue's
-        # send records take that on); every other message is answered in its own window
-        cut = [e for e in robot.errors if isinstance(e, PuppetDisconnected)]
-        assert [e for e in robot.errors if not isinstance(e, PuppetDisconnected)] == []
-        assert len(cut) <= 3
-        assert len(replies) >= 50 - len(cut) and replies <= {t[::-1] for t in texts}
-        print(f"replies: {len(replies)} of 50, {len(cut)} cut by the kill")
+            replies.update(r.text for r in alice.pending_replies())
+        await asyncio.sleep(0.5)  # a late duplicate would show up now
+        replies.update(r.text for r in alice.pending_replies())
+        missing = [t for t in texts if replies[t[::-1]] == 0]
+        doubled = [t for t in texts if replies[t[::-1]] > 1]
+        print(
+            f"\nilink SIGKILL: sent 50, handled {len(counts)} ({len(again)} run again), "
+            f"replies lost {len(missing)} (in doubt, reported: {len(doubt)}), "
+            f"duplicated {len(doubled)}"
+        )
+        assert doubled == [], doubled
+        assert len(missing) <= len(doubt), (missing, doubt)  # none lost without a word
+        assert set(replies) <= {t[::-1] for t in texts}
 
 
 async def test_session_expiry_logs_out_with_a_reason_shows_a_new_qr_and_logs_in_again():

@@ -91,24 +91,20 @@ async def test_a_script_whose_main_thread_ends_keeps_answering_until_sigterm(tmp
 
 async def _as_puppet(port: int, token: str, text: str) -> str:
     """Connect as a puppet over a real socket, send one message event, return what the
-    server's robot asked the puppet to say."""
+    server's robot asked the puppet to say (protocol 3: a typed ``say`` action in the
+    event's acknowledgement)."""
     client = socketio.AsyncClient(reconnection=False)
-    said: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-
-    async def on_exec(data: dict[str, Any]) -> dict[str, Any]:
-        sayable = (data.get("args") or {}).get("sayable") or {}
-        if sayable.get("type") == "text" and not said.done():
-            said.set_result(sayable["text"])
-        return {"ok": True, "result": None}
-
-    client.on("exec", on_exec)
     await connect(f"http://127.0.0.1:{port}", token, role="puppet", bot="b", client=client)
     try:
         payload = {"id": "m1", "type": 7, "text": text, "talkerId": "alice", "self": False}
         envelope = {"id": "e1", "bot": "b", "name": "message", "payload": payload, "ts": 1}
         ack = await client.call("event", envelope, timeout=10)
-        assert ack == {"ok": True}
-        return await asyncio.wait_for(said, 10)
+        assert ack["ok"] is True and [a["action"] for a in ack["actions"]] == ["say"], ack
+        action = ack["actions"][0]
+        assert action["to"] == "alice" and action["send_id"] == "e1#0", action
+        sayable: dict[str, Any] = action["sayable"]
+        assert sayable["type"] == "text"
+        return str(sayable["text"])
     finally:
         await client.disconnect()
 

@@ -339,7 +339,7 @@ def test_auth_payload_validation_names_the_problem():
         parse_auth(None)
     with pytest.raises(ProtocolError, match="missing protocol version"):
         parse_auth({"role": "puppet"})
-    with pytest.raises(ProtocolError, match="the client speaks 1, the server speaks 2"):
+    with pytest.raises(ProtocolError, match="the client speaks 1, the server speaks 3"):
         parse_auth({"token": "t", "role": "web", "protocol": 1})
     with pytest.raises(ProtocolError, match="unknown role"):
         parse_auth({**good, "role": "admin"})

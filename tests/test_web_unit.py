@@ -13,6 +13,7 @@ import socketio
 
 from MetaPuppet import Config, snippets
 from MetaPuppet.errors import AuthenticationError, ConfigError
+from MetaPuppet.transport.fake import say_fields
 from MetaPuppet.web.api import ROUTES
 from MetaPuppet.web.errors import ERROR_CODES
 from MetaPuppet.web.filters import EventFilter
@@ -50,7 +51,7 @@ def bot_answers(event: str, data: Any) -> dict[str, Any]:
                 "error": {"kind": "runtime", "name": "Error", "message": "no payload"},
             }
         return {"ok": True, "result": True}
-    if isinstance(args, dict) and "sayable" in args:
+    if say_fields(event, data) is not None:  # a typed say action (or the SAY snippet)
         return {"ok": True, "result": "sent-1"}
     return {"ok": True, "result": None}
 

@@ -14,10 +14,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from ..protocol import Capabilities
+from ..protocol import ACTION_SAY, EV_ACT, Capabilities
 from .link import PuppetLink
 
-__all__ = ["FakePuppetLink"]
+__all__ = ["FakePuppetLink", "say_fields"]
 
 Answer = Callable[[str, Any], Any]
 
@@ -52,9 +52,31 @@ class FakePuppetLink(PuppetLink):
         self.closed = reason
 
     def said(self) -> list[dict[str, Any]]:
-        """The arguments of every ``say`` this puppet was asked to do, oldest first."""
+        """What every ``say`` this puppet was asked to do said, oldest first: the fields of
+        the typed ``say`` action (``to``, ``kind``, ``sayable``, ``mentions``, and
+        ``replyTo`` on a channel with send windows), as the ``say`` snippet got them."""
+        return [said for event, data in self.calls if (said := say_fields(event, data))]
+
+    def send_ids(self) -> list[str]:
+        """The send id of every typed ``say``, oldest first."""
         return [
-            data["args"]
+            str(data["send_id"])
             for event, data in self.calls
-            if event == "exec" and isinstance(data.get("args"), dict) and "sayable" in data["args"]
+            if event == EV_ACT and isinstance(data, dict) and data.get("action") == ACTION_SAY
         ]
+
+
+def say_fields(event: str, data: Any) -> dict[str, Any] | None:
+    """The fields of a ``say`` in one call to a puppet (a typed action or the ``SAY``
+    snippet's ``args``), or None when the call is no ``say``."""
+    if not isinstance(data, dict):
+        return None
+    if event == EV_ACT and data.get("action") == ACTION_SAY:
+        return {k: v for k, v in data.items() if k not in _ACTION_ONLY}
+    args = data.get("args")
+    if event == "exec" and isinstance(args, dict) and "sayable" in args:
+        return args
+    return None
+
+
+_ACTION_ONLY = frozenset({"action", "send_id", "timeout_ms"})

@@ -148,24 +148,32 @@ class SocketPuppetLink(PuppetLink):
     async def call(self, event: str, data: Any, timeout: float) -> Any:
         if self._closed is not None:
             raise PuppetDisconnected(f"bot {self.bot!r} disconnected ({self._closed})")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
 
         def on_ack(*answer: Any) -> None:
             if not future.done():
                 future.set_result(answer[0] if answer else None)
 
+        def on_timeout() -> None:
+            if not future.done():
+                future.set_exception(
+                    SnippetTimeout(
+                        f"no answer from bot {self.bot!r} within {timeout:.1f} s", bot=self.bot
+                    )
+                )
+
+        # a timer on the future, not asyncio.wait_for: no extra task per call
+        timer = loop.call_later(timeout, on_timeout)
         self._pending.add(future)
         try:
             try:
                 await self._send(event, data, on_ack, timeout)
             except TypeError as exc:
                 raise ValueError(f"arguments must be JSON-serialisable: {exc}") from None
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise SnippetTimeout(
-                f"no answer from bot {self.bot!r} within {timeout:.1f} s", bot=self.bot
-            ) from None
+            return await future
         finally:
+            timer.cancel()
             self._pending.discard(future)
 
     async def _send(
@@ -249,6 +257,8 @@ class SocketTransport:
         self._background: set[asyncio.Task[Any]] = set()
         #: events of each puppet connection received and not yet acknowledged
         self._in_flight: dict[str, int] = {}
+        #: whether the Node clients forward the bot's own messages (see set_self_messages)
+        self.self_messages = False
         #: who may register a bot name (no silent takeover)
         self.claims = BotClaims(registry, limits.takeover_probe)
         self.sio.on("connect", self._on_connect)
@@ -417,7 +427,25 @@ class SocketTransport:
         answer: dict[str, Any] = {"ok": True, "role": auth.role, "bot": auth.bot}
         if auth.role == protocol.ROLE_WEB:
             answer["permissions"] = describe(info.permissions)
+        else:
+            answer["self_messages"] = self.self_messages
         return answer
+
+    def set_self_messages(self, on: bool) -> None:
+        """Tell every Node client whether to forward the bot's own messages (told to each
+        new one in its handshake answer)."""
+        self.self_messages = on
+        for link in self.registry.links():
+            if isinstance(link, SocketPuppetLink):
+                self.spawn(self._tell_self_messages(link, on))
+
+    async def _tell_self_messages(self, link: SocketPuppetLink, on: bool) -> None:
+        request = {"action": protocol.CONTROL_SELF_MESSAGES, "on": on}
+        try:
+            answer = await link.call(protocol.EV_CONTROL, request, 10.0)
+            protocol.unwrap_exec_response(answer, bot=link.bot)
+        except Exception as exc:  # the next handshake tells it again
+            log.warning("could not tell bot %r about its own messages: %s", link.bot, exc)
 
     def _admit(self, info: ClientInfo) -> None:
         self.clients[info.sid] = info

@@ -38,7 +38,9 @@ class WebHost(Protocol):
 
     def send_budget(self, bot: str | None, contact: Any) -> dict[str, Any] | None: ...
 
-    def add_event_listener(self, listener: Callable[[BotEvent], Any]) -> Callable[[], None]: ...
+    def add_event_listener(
+        self, listener: Callable[[BotEvent], Any], *, self_messages: bool = True
+    ) -> Callable[[], None]: ...
 
     async def exec_snippet(
         self, code: str, args: Any = None, *, bot: str | None = None, timeout: float = 30.0

@@ -142,6 +142,10 @@ class BotState:
             self.talkers.popitem(last=False)
 
 
+def _ignore(event: BotEvent) -> None:
+    """The listener that only says the hub wants the bot's own messages."""
+
+
 @functools.lru_cache(maxsize=8)
 def qr_data_uri(text: str) -> str:
     """The QR code of ``text`` as an SVG data URI (drawn here: no internet needed).
@@ -192,7 +196,10 @@ class WebHub:
         transport.on(EV_SUBSCRIBE, self._on_subscribe)
         transport.on(EV_UNSUBSCRIBE, self._on_unsubscribe)
         transport.on(EV_ACTION, self._on_action)
-        host.add_event_listener(self._on_bot_event)
+        host.add_event_listener(self._on_bot_event, self_messages=False)
+        #: registered (a listener that wants the bot's own messages) while a subscription
+        #: or a live stream could match one, so that the Node clients forward them
+        self._own_messages: Callable[[], None] | None = None
 
     @property
     def direct_frames(self) -> int:
@@ -223,10 +230,22 @@ class WebHub:
     def client_changed(self, info: ClientInfo, connected: bool) -> None:
         """A client connected (authenticated) or went away."""
         if not connected:
-            self.sessions.pop(info.sid, None)
+            if self.sessions.pop(info.sid, None) is not None:
+                self._update_own_messages()
         elif info.role == ROLE_WEB:
             self.sessions[info.sid] = WebSession(info.sid, info.permissions)
         self._notify_streams("clients", {})
+
+    def _update_own_messages(self) -> None:
+        """Want the bot's own messages while a subscription or stream could match one."""
+        filters = [f for s in self.sessions.values() for f in s.subscriptions.values()]
+        filters += [stream.filter for stream in self.streams]
+        wanted = any(not f.events or "message" in f.events for f in filters)
+        if wanted and self._own_messages is None:
+            self._own_messages = self.host.add_event_listener(_ignore, self_messages=True)
+        elif not wanted and self._own_messages is not None:
+            self._own_messages()
+            self._own_messages = None
 
     # ------------------------------------------------------------------ messages
 
@@ -309,6 +328,7 @@ class WebHub:
             return {"ok": False, **exc.envelope()}
         number = next(self._subscription_ids)
         session.subscriptions[number] = event_filter
+        self._update_own_messages()
         log.debug("web client %s subscribed (%d): %s", sid, number, event_filter.to_dict())
         return {"ok": True, "subscription": number, "filter": event_filter.to_dict()}
 
@@ -320,6 +340,7 @@ class WebHub:
         if data is None or data == {}:
             removed = len(session.subscriptions)
             session.subscriptions.clear()
+            self._update_own_messages()
             return {"ok": True, "removed": removed}
         number = data.get("subscription") if isinstance(data, Mapping) else None
         if isinstance(number, bool) or not isinstance(number, int):
@@ -328,6 +349,7 @@ class WebHub:
         if session.subscriptions.pop(number, None) is None:
             error = WebError("invalid_request", f"no subscription {number} on this client")
             return {"ok": False, **error.envelope()}
+        self._update_own_messages()
         return {"ok": True, "removed": 1}
 
     async def _on_action(self, sid: str, data: Any = None) -> dict[str, Any]:
@@ -536,10 +558,12 @@ class WebHub:
     def open_stream(self, event_filter: EventFilter) -> LiveStream:
         stream = LiveStream(event_filter)
         self.streams.add(stream)
+        self._update_own_messages()
         return stream
 
     def close_stream(self, stream: LiveStream) -> None:
         self.streams.discard(stream)
+        self._update_own_messages()
         if not stream.closed.is_set():
             stream.closed.set()
             stream.put("close", None)

@@ -27,7 +27,12 @@
  *   every event behind it. It goes to the dead letters file instead, with an `error` event
  *   (`EventTooLarge`) naming it; so does one larger than the whole outbox.
  * - Client heartbeats are sent only while connected and never stored.
- * - Answers `exec` (run a snippet), `echo` (raw round trip) and `control` through their acks.
+ * - Answers `exec` (run a snippet), `act` (a typed action: say, typing), `echo` (raw round trip)
+ *   and `control` through their acks.
+ * - Protocol 3: an event's ack may carry the reply as typed actions. The outbox records the event
+ *   as acknowledged and its actions as pending in one line; once that is written the actions run
+ *   (`ActionRunner`). An event is sent only once its line is written (group commit), so whatever
+ *   the server acknowledged is on disk here.
  */
 import { io, type ManagerOptions, type Socket, type SocketOptions } from 'socket.io-client'
 import { randomUUID } from 'node:crypto'
@@ -50,6 +55,8 @@ import {
   type EventEnvelope,
   type ExecResponse,
   type JsonObject,
+  type TypedAction,
+  parseAction,
 } from './protocol.js'
 import { FRAME_OVERHEAD_BYTES as FRAME_OVERHEAD, WireLimit } from './wirelimit.js'
 
@@ -59,6 +66,12 @@ export interface ExecRunner {
 
 export interface ControlHandler {
   handle(req: unknown): Promise<ControlResponse>
+}
+
+/** Runs typed actions (actions.ts). */
+export interface ActionHandler {
+  act(req: unknown): Promise<ExecResponse>
+  runAcked(actions: readonly TypedAction[]): void
 }
 
 export interface BridgeOptions {
@@ -85,6 +98,10 @@ export interface BridgeOptions {
   ackTimeoutMs?: number
   /** Answers `control` requests; without one they get a `bad_request` error. */
   control?: ControlHandler
+  /** Runs `act` requests and the actions of acks; without one they get a `bad_request` error. */
+  actions?: ActionHandler
+  /** Told the server's wish for the bot's own messages at every authentication. */
+  onSelfMessages?: (on: boolean) => void
   /** What the bot's channel can do, sent in the auth payload as `capabilities`. */
   capabilities?: Capabilities
   /** Take the bot over from a client connected with the same name (client.replace_existing). */
@@ -213,24 +230,35 @@ export class Bridge {
     this.ackTimer.unref()
   }
 
-  /** Queues an event envelope; heartbeats are sent only if connected and never stored. */
-  send(envelope: EventEnvelope): void {
+  /**
+   * Queues an event envelope, and sends it once its outbox line is written (`written` is called
+   * then); heartbeats are sent only if connected and never stored.
+   */
+  send(envelope: EventEnvelope, written?: () => void): void {
     if (envelope.name === 'heartbeat') {
       if (this.connected) this.socket.volatile.emit(WIRE.event, envelope)
+      written?.()
       return
     }
     const json = JSON.stringify(envelope)
     const bytes = Buffer.byteLength(json)
     if (this.wireLimit.tooLarge(bytes)) {
       this.deadLetter(envelope, json, 'too_large_for_server', bytes)
+      written?.()
       return
     }
     if (Outbox.lineBytes(bytes) > this.outbox.maxBytes) {
       this.deadLetter(envelope, json, 'too_large_for_outbox', bytes)
+      written?.()
       return
     }
     const entry = this.outbox.add(envelope, json)
-    if (entry !== undefined && entry.sentOn === 0 && this.connected) this.transmit(entry)
+    this.outbox.whenWritten(() => {
+      if (entry !== undefined && entry.sentOn === 0 && this.connected && this.outbox.get(envelope.id) === entry) {
+        this.transmit(entry)
+      }
+      written?.()
+    })
   }
 
   /** Resolves once no event awaits an ack or a send, the link is down, or `timeoutMs` passed. */
@@ -314,7 +342,14 @@ export class Bridge {
         log.debug('unexpected ack for %s event %s (taken as ok): %j', name, id, ack)
       }
       this.stats.acked++
-      this.outbox.remove(id)
+      const actions = isObject ? this.ackActions(id, (ack as { actions?: unknown }).actions) : []
+      if (actions.length === 0) {
+        this.outbox.remove(id)
+        return
+      }
+      // Acknowledged with a reply: recorded as pending with the release, run once written.
+      this.outbox.release(id, actions)
+      this.outbox.whenWritten(() => this.options.actions?.runAcked(actions))
       return
     }
     const raw = (ack as { error?: unknown }).error
@@ -343,6 +378,25 @@ export class Bridge {
     } else {
       log.debug('server could not take %s event %s (%s); kept for the next reconnect', name, id, kind)
     }
+  }
+
+  /** The typed actions an ack carries (bad ones are logged and left out). */
+  private ackActions(id: string, raw: unknown): TypedAction[] {
+    if (raw === undefined || raw === null) return []
+    if (!Array.isArray(raw)) {
+      this.options.log.warn('the ack of event %s carries actions that are not a list; ignored', id)
+      return []
+    }
+    const actions: TypedAction[] = []
+    for (const item of raw) {
+      const action = parseAction(item)
+      if (typeof action === 'string') this.options.log.warn('the ack of event %s carries a bad action (%s); left out', id, action)
+      else actions.push(action)
+    }
+    if (actions.length > 0 && this.options.actions === undefined) {
+      this.options.log.warn('the ack of event %s carries %d actions but this client runs none', id, actions.length)
+    }
+    return actions
   }
 
   /** Reports events unacknowledged past the ack timeout; they wait for the next reconnect. */
@@ -458,6 +512,22 @@ export class Bridge {
         .catch((e: unknown) => log.error('could not answer an exec request: %s', e))
     })
 
+    socket.on(WIRE.act, (req: unknown, ack?: unknown) => {
+      if (typeof req === 'function' && ack === undefined) [req, ack] = [undefined, req]
+      if (this.refuseUnauthenticated('act', ack)) return
+      const reply = typeof ack === 'function' ? (ack as (r: ExecResponse) => void) : undefined
+      const actions = this.options.actions
+      const running: Promise<ExecResponse> = actions
+        ? actions.act(req)
+        : Promise.resolve({ ok: false, error: { kind: 'bad_request', name: 'BadRequest', message: 'this client runs no actions', stack: null } })
+      running
+        .then(
+          (response) => reply?.(response),
+          (e: unknown) => reply?.({ ok: false, error: fromThrown('runtime', e) }),
+        )
+        .catch((e: unknown) => log.error('could not answer an act request: %s', e))
+    })
+
     socket.on(WIRE.echo, (data: unknown, ack?: unknown) => {
       if (this.refuseUnauthenticated('echo', typeof data === 'function' && ack === undefined ? data : ack)) return
       if (typeof data === 'function' && ack === undefined) {
@@ -544,14 +614,16 @@ export class Bridge {
           this.retryLater()
           return
         }
-        this.onAuthenticated()
+        this.onAuthenticated(ack.self_messages === true)
       })
   }
 
   /** Both sides proved themselves: the link is up. */
-  private onAuthenticated(): void {
+  private onAuthenticated(selfMessages: boolean): void {
     const { log } = this.options
     const url = this.url
+    this.options.onSelfMessages?.(selfMessages)
+    this.outbox.flush() // what is sent now must be on disk first
     this.authenticated = true
     clearTimeout(this.retryTimer)
     this.retryTimer = undefined

@@ -38,6 +38,9 @@ export interface MetaPuppetConfig {
     outbox_path: string | null
     outbox_max_events: number
     outbox_max_bytes: number
+    /** Completed sends remembered (in the outbox file) to answer a repeated send id: count and age bounds. */
+    send_records_max: number
+    send_records_max_age_ms: number
     /** An event unacknowledged this long is logged and re-sent after the next reconnect only. */
     ack_timeout_ms: number
     /** A ding the puppet does not answer (dong) within this time reports `alive: false`. */
@@ -132,6 +135,8 @@ export function defaultConfig(): MetaPuppetConfig {
       outbox_path: null,
       outbox_max_events: 10_000,
       outbox_max_bytes: 64 * 1024 * 1024,
+      send_records_max: 20_000,
+      send_records_max_age_ms: 24 * 60 * 60 * 1000,
       ack_timeout_ms: 30_000,
       ca_file: null,
       stall_probe_timeout_ms: 10_000,
@@ -358,6 +363,10 @@ function mergeFile(config: MetaPuppetConfig, data: unknown, path: string): FileP
     int(client, 'client', 'outbox_max_events', 1, 10_000_000) ?? config.client.outbox_max_events
   config.client.outbox_max_bytes =
     int(client, 'client', 'outbox_max_bytes', 1024, 2 ** 40) ?? config.client.outbox_max_bytes
+  config.client.send_records_max =
+    int(client, 'client', 'send_records_max', 1, 10_000_000) ?? config.client.send_records_max
+  config.client.send_records_max_age_ms =
+    int(client, 'client', 'send_records_max_age_ms', 1_000, 30 * day) ?? config.client.send_records_max_age_ms
   config.client.ack_timeout_ms = int(client, 'client', 'ack_timeout_ms', 1, day) ?? config.client.ack_timeout_ms
   config.client.stall_probe_timeout_ms =
     int(client, 'client', 'stall_probe_timeout_ms', 1, day) ?? config.client.stall_probe_timeout_ms

@@ -1,6 +1,9 @@
 /**
  * The `control` channel: the server asks this client to act on its bot.
  *
+ * `{action: "self-messages", on: boolean}`: forward the bot's own messages (the server wants
+ * them: a listener, a web subscription, a robot that handles them), or not; answers `{ok: true}`.
+ *
  * `{action: "restart-bot"}`: stop the Wechaty bot, start it again (under the mock, log the mock
  * user in again and wait for its `login`), then answer `{ok: true}`. A restart requested while
  * one runs joins it. Failures answer `{ok: false, error: {kind: "runtime", ...}}`, malformed or
@@ -19,6 +22,8 @@ export interface ControlOptions {
   log: Logger
   /** Limit for each of bot.stop(), bot.start() and (mock) the new login. Default 10 000 ms. */
   stepTimeoutMs?: number
+  /** Told `self-messages` requests: whether to forward the bot's own messages. */
+  selfMessages?: (on: boolean) => void
 }
 
 export class Control {
@@ -41,6 +46,14 @@ export class Control {
           stack: null,
         },
       }
+    }
+    if (action === 'self-messages') {
+      const on = (req as { on?: unknown }).on
+      if (typeof on !== 'boolean') {
+        return { ok: false, error: { kind: 'bad_request', name: 'BadRequest', message: 'self-messages needs {on: true | false}', stack: null } }
+      }
+      this.options.selfMessages?.(on)
+      return { ok: true }
     }
     try {
       await this.restartBot()

@@ -43,8 +43,14 @@ export interface AttachEventsOptions {
   log: Logger
   /** Mock puppet: the QR code is not printed and known spurious mock errors are only logged. */
   isMock: boolean
-  /** Receives each envelope, in order. */
-  emit: (envelope: EventEnvelope) => void
+  /**
+   * Receives each envelope, in order. A promise it returns settles once the envelope is in the
+   * outbox file: the puppet is told the message was handed on only then (the ilink puppet moves
+   * its cursor then).
+   */
+  emit: (envelope: EventEnvelope) => void | Promise<void>
+  /** Whether to forward the bot's own messages (the server says; default: always). */
+  forwardSelf?: () => boolean
   /** How long one lookup (a name, a topic, ...) may take before it is given up. */
   lookupTimeoutMs?: number
   /** What the channel can do; added to every `login` payload (null when not given). */
@@ -70,7 +76,7 @@ export function messageEventId(messageId: string): string {
 
 /** Attaches a listener for every forwarded Wechaty event; returns a function detaching them. */
 export function attachEvents(options: AttachEventsOptions): () => void {
-  const { bot, botName, log, isMock, emit } = options
+  const { bot, botName, log, isMock, emit, forwardSelf } = options
   const lookupMs = options.lookupTimeoutMs ?? 5_000
   const capabilities = options.capabilities ?? null
   /** Tells the puppet the message's envelope was handed on, if it wants to know (bot.puppet exists only after start). */
@@ -85,15 +91,24 @@ export function attachEvents(options: AttachEventsOptions): () => void {
   }
   let chain: Promise<void> = Promise.resolve()
 
-  /** Queues one event: stamps it now, converts it in order, then emits it. */
+  /** Queues one event: stamps it now, converts it in order, then emits it (`after`: once written). */
   const forward = (name: EventName, build: () => Promise<JsonObject> | JsonObject, id: string = randomUUID(), after?: () => void): void => {
     const ts = Date.now()
     chain = chain
       .then(build)
       // Text from the puppet is made valid here: a lone UTF-16 surrogate (a cut emoji) becomes U+FFFD.
-      .then((payload) => emit({ id, bot: botName, name, payload: wellFormedDeep(payload), ts }))
-      .catch((e: unknown) => log.warn('could not forward %s event: %s', name, errorText(e)))
-      .finally(after)
+      .then(
+        (payload) => {
+          const written = emit({ id, bot: botName, name, payload: wellFormedDeep(payload), ts })
+          if (after === undefined) return
+          if (written instanceof Promise) void written.then(after, after)
+          else after()
+        },
+        (e: unknown) => {
+          log.warn('could not forward %s event: %s', name, errorText(e))
+          after?.()
+        },
+      )
   }
 
   const lookup = <T>(what: Promise<T> | (() => T), fallback: T): Promise<T> => settle(what, fallback, lookupMs)
@@ -107,13 +122,17 @@ export function attachEvents(options: AttachEventsOptions): () => void {
   const sendError = (payload: ErrorEventPayload): void => forward('error', () => payload)
 
   const listeners = {
-    message: (message: Message) =>
+    message: (message: Message) => {
+      // The bot's own messages (the mock echoes every send) only when the server wants them:
+      // nothing is built, stored or sent for them otherwise.
+      if (forwardSelf !== undefined && !forwardSelf() && isSelf(message)) return
       forward(
         'message',
         () => messagePayload(message, lookup, contactRef),
         messageEventId(message.id),
         () => delivered(message.id),
-      ),
+      )
+    },
 
     friendship: (friendship: Friendship) =>
       forward('friendship', async (): Promise<FriendshipEventPayload> => {
@@ -270,6 +289,14 @@ async function messagePayload(
     mentionSelf: await lookup(message.mentionSelf(), false),
     talker: await contactRef(talker),
     room: room === undefined ? null : { id: room.id, topic: await lookup(room.topic(), '') },
+  }
+}
+
+function isSelf(message: Message): boolean {
+  try {
+    return message.self()
+  } catch {
+    return false
   }
 }
 

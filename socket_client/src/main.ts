@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
 import { ConfigError, USAGE, loadConfig, parseCli, type ResolvedConfig } from './config.js'
+import { ActionRunner } from './actions.js'
 import { Bridge } from './bridge.js'
 import { Control } from './control.js'
 import { DeadLetters } from './deadletters.js'
@@ -81,6 +82,10 @@ async function main(argv: readonly string[]): Promise<void> {
       maxEvents: config.client.outbox_max_events,
       maxBytes: config.client.outbox_max_bytes,
       log,
+      // one write per turn of the event loop for every event, ack and send record in it
+      groupCommit: true,
+      sendRecordsMax: config.client.send_records_max,
+      sendRecordsMaxAgeMs: config.client.send_records_max_age_ms,
       // A full disk is news for the server too (it is delivered once the server takes events).
       onWriteError: (failure) =>
         bridgeRef?.send({
@@ -168,6 +173,28 @@ async function main(argv: readonly string[]): Promise<void> {
       return response.ok ? response : redactDeep(response)
     },
   }
+  // Typed actions (say, typing): deduplicated by send id through the outbox's send records.
+  const actionRunner = new ActionRunner({
+    bot,
+    log,
+    outbox,
+    download: config.client.file_download,
+    onFailed: (payload) => bridgeRef?.send({ id: randomUUID(), bot: botName, name: 'error', payload: redactDeep(payload), ts: Date.now() }),
+  })
+  const actions = {
+    act: async (req: unknown): Promise<ExecResponse> => {
+      const response = await actionRunner.act(req)
+      return response.ok ? response : redactDeep(response)
+    },
+    runAcked: (list: Parameters<ActionRunner['runAcked']>[0]) => actionRunner.runAcked(list),
+  }
+  // The bot's own messages are forwarded only while the server wants them (it says at every
+  // authentication, and with a control request when that changes).
+  let forwardSelf = false
+  const selfMessages = (on: boolean): void => {
+    if (on !== forwardSelf) log.debug('the bot\'s own messages are %s', on ? 'forwarded' : 'not forwarded')
+    forwardSelf = on
+  }
 
   // Errors: redacted; start failures go to the supervisor (one event per cause, backoff),
   // the rest through the gate (identical ones at most once per client.error_repeat_ms).
@@ -225,7 +252,9 @@ async function main(argv: readonly string[]): Promise<void> {
     wireLimit,
     deadLetters,
     ackTimeoutMs: config.client.ack_timeout_ms,
-    control: new Control({ bot, mock, log }),
+    control: new Control({ bot, mock, log, selfMessages }),
+    actions,
+    onSelfMessages: selfMessages,
     onFatal: (message, exitCode) => {
       log.error('%s', message)
       void shutdown(exitCode)
@@ -240,7 +269,8 @@ async function main(argv: readonly string[]): Promise<void> {
     log,
     isMock: built.isMock,
     capabilities,
-    emit: (envelope) => bridge.send(envelope),
+    emit: (envelope) => new Promise<void>((written) => bridge.send(envelope, written)),
+    forwardSelf: () => forwardSelf,
     onError: (payload, send) => {
       sendError = send
       const clean = redactDeep(payload)
@@ -253,6 +283,7 @@ async function main(argv: readonly string[]): Promise<void> {
     log.info('logged in as %s (%s) %d ms after process start', user.name(), user.id, Math.round(performance.now()))
     announceReady()
     void liveness.probe()
+    actionRunner.resume() // sends of acknowledged events a crash left undone
   })
   bot.on('logout', () => {
     loggedIn = false

@@ -1,16 +1,29 @@
 /**
- * Events the server has not acknowledged yet, in emission order, optionally persisted to a file.
+ * Events the server has not acknowledged yet, in emission order, optionally persisted to a file;
+ * with them the actions their acknowledgements carried and the records of completed sends.
  *
- * The file is an append-only JSONL log, written synchronously so a SIGKILL loses nothing
- * (the OS page cache outlives the process; no fsync):
+ * The file is an append-only JSONL log (the OS page cache outlives the process, so a SIGKILL
+ * loses nothing written; no fsync):
  *
- *     {"e": <envelope>}      an event was queued
- *     {"a": "<id>"}          it left the outbox (acknowledged, rejected or dropped by the cap)
+ *     {"e": <envelope>}                 an event was queued
+ *     {"a": "<id>"}                     it left the outbox (acknowledged, rejected or dropped by the cap)
+ *     {"a": "<id>", "x": [<action>]}    acknowledged with a reply: its actions are pending
+ *     {"x": [<action>]}                 pending actions (written by a compaction)
+ *     {"d": "<send id>", "t": ms, "f": {kind: "interrupted", name: "SendStarted"}}   a send begins
+ *     {"d": "<send id>", "t": ms, "r": <result>} / {..., "f": <error>}   a send completed (sendrecords.ts)
+ *     {"u": "<send id>"}               a send failed before anything was sent: forgotten
  *
- * Loading replays the log; the pending events are those with an `e` line and no `a` line.
- * Compaction rewrites the file with only the pending `e` lines (temp file + rename, atomic):
- * at load, at close, and whenever the log grows past twice the pending size (and `compactMinBytes`).
- * An unreadable line (a crash mid-write leaves a truncated last one) is skipped with a warning.
+ * With `groupCommit` the lines of one turn of the event loop are written together, in one
+ * write, at `setImmediate`; `whenWritten(callback)` runs once what was queued so far is written
+ * (the bridge sends an event, and runs the actions of an ack, only then). Without it every line
+ * is written at once, synchronously.
+ *
+ * Loading replays the log; the pending events are those with an `e` line and no `a` line, the
+ * pending actions those without a `d` line for their send id. Compaction rewrites the file with
+ * only the pending `e` lines, the pending actions and the send records (temp file + rename,
+ * atomic): at load, at close, and whenever the log grows past twice the live size (and
+ * `compactMinBytes`). An unreadable line (a crash mid-write leaves a truncated last one) is
+ * skipped with a warning.
  *
  * Caps: beyond `maxEvents` events or `maxBytes` bytes of JSON the oldest pending events are
  * dropped; each burst of drops is reported in one warning line with the count.
@@ -28,7 +41,8 @@ import { closeSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, w
 import { basename, dirname, join } from 'node:path'
 import { openPrivate, privateDir } from './files.js'
 import type { Logger } from './log.js'
-import type { EventEnvelope } from './protocol.js'
+import { parseAction, type EventEnvelope, type TypedAction } from './protocol.js'
+import { SendRecords, parseRecord, startedOutcome, type SendOutcome } from './sendrecords.js'
 
 /** The file operations that write; replaceable in tests (e.g. to fail like a full disk). */
 export interface OutboxFs {
@@ -84,6 +98,11 @@ export interface OutboxOptions {
   /** Called (once per failure streak, outside the failing call) when a write to the file fails. */
   onWriteError?: (failure: OutboxWriteFailure) => void
   fs?: OutboxFs
+  /** Write the lines of one turn of the event loop together (default: each line at once). */
+  groupCommit?: boolean
+  /** Bounds of the send records (default 20 000 records, 24 h). */
+  sendRecordsMax?: number
+  sendRecordsMaxAgeMs?: number
 }
 
 export interface OutboxEntry {
@@ -107,9 +126,20 @@ export class OutboxError extends Error {
 
 export class Outbox {
   /** Counters for tests and diagnostics. */
-  readonly stats = { loaded: 0, dropped: 0, skippedLines: 0, compactions: 0, writeErrors: 0 }
+  readonly stats = { loaded: 0, dropped: 0, skippedLines: 0, compactions: 0, writeErrors: 0, writes: 0 }
+  /** Completed sends by send id (persisted in this file). */
+  readonly sends: SendRecords
 
   private readonly entries = new Map<string, OutboxEntry>()
+  /** Actions of acknowledged events not done yet, by send id (typing has none: never pending). */
+  private readonly actions = new Map<string, { action: TypedAction; line: string }>()
+  private actionBytes = 0
+  /** Lines queued for the next write (group commit), the ids of events among them, and what waits. */
+  private buffer: string[] = []
+  private bufferedIds: string[] = []
+  private waiting: (() => void)[] = []
+  private flushTimer: NodeJS.Immediate | undefined
+  private readonly groupCommit: boolean
   private liveBytes = 0
   private fileBytes = 0
   private fd: number | null = null
@@ -137,6 +167,11 @@ export class Outbox {
     this.retryMs = options.retryMs ?? 5_000
     this.reminderMs = options.reminderMs ?? 30_000
     this.fs = options.fs ?? realOutboxFs
+    this.groupCommit = options.groupCommit ?? false
+    this.sends = new SendRecords({
+      maxRecords: options.sendRecordsMax ?? 20_000,
+      maxAgeMs: options.sendRecordsMaxAgeMs ?? 24 * 60 * 60 * 1000,
+    })
     if (options.path !== null) this.load(options.path)
   }
 
@@ -194,9 +229,108 @@ export class Outbox {
     this.liveBytes += entry.bytes
     const persistent = this.options.path !== null && !this.closed
     if (persistent) this.unsaved.add(envelope.id)
-    if (this.append(line, entry.bytes) && persistent && !this.dirty) this.unsaved.delete(envelope.id)
+    if (this.append(line, envelope.id) && persistent && !this.dirty) this.unsaved.delete(envelope.id)
     this.enforceCaps()
     return this.entries.get(envelope.id)
+  }
+
+  /**
+   * Removes an acknowledged event and keeps the actions its acknowledgement carried as pending,
+   * in one line (so a crash finds either the event or its actions). Says are pending until
+   * `recordSend`; actions without a send id (typing) are not kept.
+   */
+  release(id: string, actions: readonly TypedAction[]): void {
+    const says = actions.filter((a) => a.action === 'say' && this.sends.get(a.send_id) === undefined)
+    if (says.length === 0) {
+      this.remove(id)
+      return
+    }
+    const entry = this.entries.get(id)
+    if (entry !== undefined) {
+      this.entries.delete(id)
+      this.liveBytes -= entry.bytes
+      this.unsaved.delete(id)
+    }
+    const line = `{"a":${JSON.stringify(id)},"x":${JSON.stringify(says)}}\n`
+    this.keepActions(says)
+    this.append(line)
+    this.maybeCompact()
+  }
+
+  /** Actions of acknowledged events not done yet, oldest first. */
+  pendingActions(): TypedAction[] {
+    return [...this.actions.values()].map((pending) => pending.action)
+  }
+
+  /**
+   * Records that a send begins (before it runs; its pending action is taken): should this process
+   * die before `recordSend`, the send is in doubt and never made again (see sendrecords.ts).
+   */
+  beginSend(sendId: string): void {
+    this.recordSend(sendId, startedOutcome(sendId))
+  }
+
+  /** Forgets a send that failed before anything was sent (a handler run again may try again). */
+  forgetSend(sendId: string): void {
+    if (this.sends.get(sendId) === undefined) return
+    this.sends.delete(sendId)
+    this.append(`${JSON.stringify({ u: sendId })}\n`)
+  }
+
+  /**
+   * The sends a crash cut short (begun, no outcome), each reported once: they are recorded as
+   * `SendInterrupted` from now on.
+   */
+  takeInterrupted(): string[] {
+    const ids = this.sends.started()
+    for (const id of ids) this.recordSend(id, startedOutcome(id, 'SendInterrupted'))
+    return ids
+  }
+
+  /** Records a completed send (its pending action is done). */
+  recordSend(sendId: string, outcome: SendOutcome): void {
+    const pending = this.actions.get(sendId)
+    if (pending !== undefined) {
+      this.actions.delete(sendId)
+      this.actionBytes -= Buffer.byteLength(pending.line)
+    }
+    const record = this.sends.set(sendId, outcome)
+    this.append(record.line)
+    this.maybeCompact()
+  }
+
+  /** Runs `callback` once every line queued so far is written (or its write failed). */
+  whenWritten(callback: () => void): void {
+    if (this.buffer.length === 0) callback()
+    else this.waiting.push(callback)
+  }
+
+  /** Writes the queued lines now (group commit: otherwise at the next `setImmediate`). */
+  flush(): void {
+    if (this.flushTimer !== undefined) {
+      clearImmediate(this.flushTimer)
+      this.flushTimer = undefined
+    }
+    const lines = this.buffer
+    const ids = this.bufferedIds
+    const waiting = this.waiting
+    this.buffer = []
+    this.bufferedIds = []
+    this.waiting = []
+    if (lines.length > 0) {
+      const written = this.writeLines(lines.join(''))
+      if (written && !this.dirty) for (const id of ids) this.unsaved.delete(id)
+    }
+    for (const callback of waiting) callback()
+  }
+
+  private keepActions(actions: readonly TypedAction[]): void {
+    for (const action of actions) {
+      if (action.action !== 'say' || this.actions.has(action.send_id)) continue
+      const line = `${JSON.stringify({ x: [action] })}\n`
+      this.actions.set(action.send_id, { action, line })
+      this.actionBytes += Buffer.byteLength(line)
+    }
   }
 
   /** Size in bytes of the JSON line `add` would write for an envelope of `jsonBytes` bytes. */
@@ -214,8 +348,18 @@ export class Outbox {
   compact(): void {
     const path = this.options.path
     if (path === null || this.closed) return
+    // the queued lines are in memory already: the rewrite takes them, the waiters run after it
+    const waiting = this.waiting
+    this.buffer = []
+    this.bufferedIds = []
+    this.waiting = []
+    if (this.flushTimer !== undefined) {
+      clearImmediate(this.flushTimer)
+      this.flushTimer = undefined
+    }
     const text = [...this.entries.values()].map((entry) => JSON.stringify({ e: entry.envelope })).join('\n')
-    const body = text === '' ? '' : `${text}\n`
+    const records = this.sends.lines().join('') + [...this.actions.values()].map((a) => a.line).join('')
+    const body = (text === '' ? '' : `${text}\n`) + records
     const tmp = `${path}.tmp-${process.pid}`
     try {
       this.closeFd()
@@ -243,6 +387,7 @@ export class Outbox {
       this.writeError(e)
     }
     this.openFd()
+    for (const callback of waiting) callback()
   }
 
   /**
@@ -252,6 +397,7 @@ export class Outbox {
    */
   close(): void {
     this.reportDrops()
+    this.flush()
     let lost = 0
     if (this.options.path !== null && !this.closed) {
       this.compact()
@@ -281,8 +427,13 @@ export class Outbox {
     this.liveBytes -= entry.bytes
     this.unsaved.delete(id)
     const line = `{"a":${JSON.stringify(id)}}\n`
-    this.append(line, Buffer.byteLength(line))
+    this.append(line)
     return true
+  }
+
+  /** Bytes a compaction would write: pending events, pending actions, send records. */
+  private get compactBytes(): number {
+    return this.liveBytes + this.actionBytes + this.sends.bytes
   }
 
   private enforceCaps(): void {
@@ -327,7 +478,7 @@ export class Outbox {
 
   private maybeCompact(): void {
     if (this.fd === null) return
-    if (this.fileBytes > this.compactMinBytes && this.fileBytes > 2 * this.liveBytes) this.compact()
+    if (this.fileBytes > this.compactMinBytes && this.fileBytes > 2 * this.compactBytes) this.compact()
   }
 
   private load(path: string): void {
@@ -384,6 +535,7 @@ export class Outbox {
       log.warn('outbox file %s holds %d pending events, over the cap (%d events / %d bytes): dropped the %d oldest', path, before, maxEvents, maxBytes, dropped)
     }
     if (this.entries.size > 0) log.info('outbox: %d unacknowledged events loaded from %s; they are sent first', this.entries.size, path)
+    if (this.actions.size > 0) log.info('outbox: %d sends of acknowledged events are not done yet; they run after the login', this.actions.size)
     this.compact()
     if (this.dirty) {
       throw new OutboxError(`cannot write the outbox file ${path} (client.outbox_path): check that its directory is writable`)
@@ -399,7 +551,27 @@ export class Outbox {
       return false
     }
     if (typeof record !== 'object' || record === null) return false
-    const { e, a } = record as { e?: unknown; a?: unknown }
+    const { e, a, x, d, u } = record as { e?: unknown; a?: unknown; x?: unknown; d?: unknown; u?: unknown }
+    if (typeof u === 'string') {
+      this.sends.delete(u)
+      return true
+    }
+    if (d !== undefined) {
+      const done = parseRecord(record as Record<string, unknown>)
+      if (done === null) return false
+      const pending = this.actions.get(done.id)
+      if (pending !== undefined) {
+        this.actions.delete(done.id)
+        this.actionBytes -= Buffer.byteLength(pending.line)
+      }
+      this.sends.set(done.id, done.outcome, done.at)
+      return true
+    }
+    if (x !== undefined) {
+      if (!Array.isArray(x)) return false
+      const actions = x.map(parseAction).filter((action): action is TypedAction => typeof action !== 'string')
+      this.keepActions(actions.filter((action) => action.action !== 'say' || this.sends.get(action.send_id) === undefined))
+    }
     if (typeof a === 'string') {
       const entry = this.entries.get(a)
       if (entry !== undefined) {
@@ -408,6 +580,7 @@ export class Outbox {
       }
       return true
     }
+    if (x !== undefined) return true
     if (!isEnvelope(e)) return false
     if (!this.entries.has(e.id)) {
       const bytes = Buffer.byteLength(JSON.stringify({ e })) + 1
@@ -417,8 +590,11 @@ export class Outbox {
     return true
   }
 
-  /** Appends one line; false when it is not (or may not be) in the file. */
-  private append(line: string, bytes: number): boolean {
+  /**
+   * Appends one line (queued with `groupCommit`, else written at once); false when it is not (or
+   * may not be) in the file. `eventId`: the event the line queues (unsaved until written).
+   */
+  private append(line: string, eventId?: string): boolean {
     if (this.options.path === null || this.closed) return true
     if (this.dirty || this.fd === null) {
       // Resynchronise the file with memory by rewriting it, at most every `retryMs`.
@@ -429,11 +605,35 @@ export class Outbox {
       }
       return false
     }
+    this.buffer.push(line)
+    if (eventId !== undefined) this.bufferedIds.push(eventId)
+    if (!this.groupCommit) {
+      this.flush()
+      return !this.dirty
+    }
+    this.flushTimer ??= setImmediate(() => {
+      this.flushTimer = undefined
+      this.flush()
+    })
+    return false // not written yet: `flush` clears the event's unsaved mark
+  }
+
+  /** Writes `text` at the end of the file; false when it failed (then the file is dirty). */
+  private writeLines(text: string): boolean {
+    if (this.fd === null || this.dirty) {
+      if (Date.now() - this.lastRepair >= this.retryMs) {
+        this.lastRepair = Date.now()
+        this.compact()
+        return !this.dirty
+      }
+      return false
+    }
     try {
-      const buffer = Buffer.from(line)
+      const buffer = Buffer.from(text)
       let offset = 0
       while (offset < buffer.length) offset += this.fs.write(this.fd, buffer, offset)
-      this.fileBytes += bytes
+      this.fileBytes += buffer.length
+      this.stats.writes++
       return true
     } catch (e) {
       // A partial line may be in the file now: nothing more is appended until a rewrite works.

@@ -10,10 +10,17 @@
  * `challenge {nonce, proof}` right after the connect; the client checks `serverProof` before
  * it sends or runs anything, then sends `authenticate {proof}` (`clientProof`) and waits for
  * `{ok: true}`. Both proofs cover both nonces, the role and the bot.
+ *
+ * Delivery (protocol 3): the reply to an event travels in the event's ack as typed actions
+ * (`{ok: true, actions: [SayAction, ...]}`); every other send is an `act` request. Each send
+ * carries a `send_id` (`<event id>#<n>` inside a handling): this client records every completed
+ * one durably and answers a repeated id from the record, never sending twice. The authenticate
+ * ack says whether the server wants the bot's own messages (`self_messages`); a `control`
+ * `{action: "self-messages", on}` says when that changes.
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 
-export const PROTOCOL_VERSION = 2
+export const PROTOCOL_VERSION = 3
 
 /** Socket.IO event names. */
 export const WIRE = {
@@ -25,18 +32,24 @@ export const WIRE = {
   echo: 'echo',
   /** Python → Node: `{action}` (see CONTROL_ACTIONS), answered `{ok: true}` or `{ok: false, error}`. */
   control: 'control',
+  /** Python → Node: one typed action (`say`, `typing`) with `timeout_ms`, answered like `exec`. */
+  act: 'act',
   /** Python → Node, right after the connect: `{nonce, proof}`, the server's half of the handshake. */
   challenge: 'challenge',
   /** Node → Python: `{proof}`, answered `{ok: true, ...}` or `{ok: false, error}` (then the server closes). */
   authenticate: 'authenticate',
 } as const
 
-/** Actions of the `control` event. `restart-bot`: stop the Wechaty bot and start it again. */
-export const CONTROL_ACTIONS = ['restart-bot'] as const
+/**
+ * Actions of the `control` event. `restart-bot`: stop the Wechaty bot and start it again.
+ * `self-messages` (`{on: boolean}`): forward the bot's own messages, or not.
+ */
+export const CONTROL_ACTIONS = ['restart-bot', 'self-messages'] as const
 export type ControlAction = (typeof CONTROL_ACTIONS)[number]
 
 export interface ControlRequest {
   action: ControlAction
+  on?: boolean
 }
 
 export type ControlResponse = { ok: true } | { ok: false; error: WireError }
@@ -84,9 +97,12 @@ export interface Challenge {
   proof: string
 }
 
-/** The server's answer to `authenticate`; `error.kind` is `bot_taken` when another client has the bot. */
+/**
+ * The server's answer to `authenticate`; `error.kind` is `bot_taken` when another client has the
+ * bot. `self_messages` (puppets): whether to forward the bot's own messages.
+ */
 export type AuthAck =
-  | { ok: true; role: Role; bot: string | null; permissions?: string[] }
+  | { ok: true; role: Role; bot: string | null; permissions?: string[]; self_messages?: boolean }
   | { ok: false; error: { kind?: string; name?: string; message?: string } }
 
 const HANDSHAKE_CONTEXT = `MetaPuppet protocol ${PROTOCOL_VERSION}`
@@ -222,8 +238,74 @@ export interface WireError {
   code?: number | string
 }
 
-/** The server's acknowledgement of an `event`; `error.kind` may be a server kind such as `forbidden` or `unavailable`. */
-export type EventAck = { ok: true } | { ok: false; error: { kind?: string; name?: string; message?: string } }
+/**
+ * The server's acknowledgement of an `event`; `error.kind` may be a server kind such as
+ * `forbidden` or `unavailable`. `actions`: the reply, to run once the ack is recorded.
+ */
+export type EventAck =
+  | { ok: true; actions?: TypedAction[] }
+  | { ok: false; error: { kind?: string; name?: string; message?: string } }
+
+/** What a `say` sends: the `sayable` of the Python side (`sayable_to_wire`). */
+export type Sayable =
+  | { type: 'text'; text: string }
+  | { type: 'file'; name: string; base64: string }
+  | { type: 'file_url'; url: string; name?: string | null }
+  | { type: 'url'; payload: JsonObject }
+  | { type: 'mini_program'; payload: JsonObject }
+  | { type: 'contact'; id: string }
+
+/** A typed `say`: the fields the `SAY` snippet took as `args`, plus its send id. */
+export interface SayAction {
+  action: 'say'
+  send_id: string
+  to: string
+  kind: 'room' | 'contact'
+  sayable: Sayable
+  mentions: string[]
+  /** The message this answers (channels with send windows: its context). */
+  replyTo?: string | null
+}
+
+/** "typing..." on or off in a chat (ilink's `metapuppetTyping`; false where there is none). */
+export interface TypingAction {
+  action: 'typing'
+  to: string
+  on: boolean
+}
+
+export type TypedAction = SayAction | TypingAction
+
+/** An event id, `#` and the send's position in its handling. */
+export const MAX_SEND_ID_LENGTH = MAX_ID_LENGTH + 12
+const SAYABLE_TYPES = ['text', 'file', 'file_url', 'url', 'mini_program', 'contact']
+
+/** The typed action in `data`, or a message naming what is wrong with it. */
+export function parseAction(data: unknown): TypedAction | string {
+  if (typeof data !== 'object' || data === null || Array.isArray(data)) return 'an action must be an object {action, ...}'
+  const a = data as Record<string, unknown>
+  if (typeof a.to !== 'string' || a.to === '' || a.to.length > MAX_ID_LENGTH) return `'to' must be an id of at most ${MAX_ID_LENGTH} characters`
+  if (a.action === 'typing') {
+    if (typeof a.on !== 'boolean') return "'on' must be true or false"
+    return { action: 'typing', to: a.to, on: a.on }
+  }
+  if (a.action !== 'say') return `unknown action ${JSON.stringify(String(a.action).slice(0, 40))}: use say or typing`
+  if (typeof a.send_id !== 'string' || a.send_id === '' || a.send_id.length > MAX_SEND_ID_LENGTH) {
+    return `'send_id' must be a string of at most ${MAX_SEND_ID_LENGTH} characters`
+  }
+  if (a.kind !== 'room' && a.kind !== 'contact') return "'kind' must be room or contact"
+  const sayable = a.sayable as { type?: unknown } | null
+  if (typeof sayable !== 'object' || sayable === null || !SAYABLE_TYPES.includes(String(sayable.type))) {
+    return `'sayable' must be an object with a type of ${SAYABLE_TYPES.join(', ')}`
+  }
+  const mentions = a.mentions ?? []
+  if (!Array.isArray(mentions) || !mentions.every((m) => typeof m === 'string')) return "'mentions' must be a list of ids"
+  const replyTo = a.replyTo
+  if (replyTo !== undefined && replyTo !== null && typeof replyTo !== 'string') return "'replyTo' must be a message id or null"
+  const action: SayAction = { action: 'say', send_id: a.send_id, to: a.to, kind: a.kind, sayable: sayable as Sayable, mentions: mentions as string[] }
+  if (replyTo !== undefined) action.replyTo = replyTo as string | null
+  return action
+}
 
 /** Python → Node `exec` request. `code` is the body of an async function; data travels in `args`. */
 export interface ExecRequest {

@@ -119,7 +119,7 @@ describe('Bridge', () => {
     const socket = server.sockets[0]!
     const auth = socket.handshake.auth as Record<string, unknown>
     assert.deepEqual(Object.keys(auth).sort(), ['bot', 'key', 'nonce', 'protocol', 'role'])
-    assert.deepEqual([auth.role, auth.protocol, auth.bot], ['puppet', 2, 'bridge-bot'])
+    assert.deepEqual([auth.role, auth.protocol, auth.bot], ['puppet', 3, 'bridge-bot'])
     assert.equal(auth.key, keyId('good', auth.nonce as string), 'a key derived from the token, never the token')
     assert.deepEqual(await socket.timeout(2000).emitWithAck('exec', { code: 'return args.x + 1', args: { x: 41 } }), {
       ok: true,
@@ -282,12 +282,12 @@ describe('Bridge handshake', () => {
   it('computes the same keys and proofs as the Python side (fixed vectors)', () => {
     const a = 'a'.repeat(64)
     const b = 'b'.repeat(64)
-    assert.equal(keyId('tok', a), '03926fb3b46ad2d31a67e86a69297808246db625e84a3e197fd7e09e96fcfc18')
+    assert.equal(keyId('tok', a), '2dd3c9e11b52c97e02939ac1f2f4c88e212463793dbc21512f62c3f52b6016ed')
     const h = { role: 'puppet' as const, bot: 'bot-é', clientNonce: a, serverNonce: b, replace: true }
-    assert.equal(serverProof('tok', h), '916d491bcd43895d286d12a6a26bd7c30a061427d2c055f5d4314f7cc05b492b')
-    assert.equal(clientProof('tok', h), '58211b1215072881404e716f07a2d6f9ef6a692f0c61cf0ed222832bf4162ffb')
+    assert.equal(serverProof('tok', h), 'a63af5ad178008dae71b3d29db0e1b0958ad3303a96b95dd1260e60a30bb76bf')
+    assert.equal(clientProof('tok', h), 'ddb3a9b47674f8f114a911551ddf5f19d914ff903925dfafe7c63d67574ed59a')
     const web = { role: 'web' as const, bot: null, clientNonce: a, serverNonce: b, replace: false }
-    assert.equal(serverProof('tok', web), 'b2276139671b43928af86bb9e5f7ad601d4c6bf31ffea8bbe63be792eb12bf1f')
+    assert.equal(serverProof('tok', web), '49975eee498e247cb70a1cd780aea7b6d42e22408dbc94500a5e039729e4546c')
     assert.equal(proofMatches(keyId('tok', a), keyId('tok', b)), false)
     assert.equal(proofMatches(keyId('tok', a), 42), false)
   })

@@ -265,7 +265,7 @@ describe('control on the mock bot', () => {
       const response = await control.handle(req)
       assert.ok(!response.ok)
       assert.equal(response.error.kind, 'bad_request', JSON.stringify(req))
-      assert.match(response.error.message, /control request must be \{action: "restart-bot"\}/)
+      assert.match(response.error.message, /control request must be \{action: "restart-bot" \| "self-messages"\}/)
     }
     const broken = { stop: () => Promise.reject(new TypeError('cannot stop')), start: () => Promise.resolve() }
     const failing = await new Control({ bot: broken as unknown as Wechaty, mock: null, log: silentLogger }).handle({ action: 'restart-bot' })

@@ -30,7 +30,7 @@ export function ilinkCapabilities(options: IlinkOptions): Capabilities {
     mini_programs: false,
     contact_cards: false,
     alias: false,
-    send_budget: { ...options.sendBudget },
+    send_budget: options.sendBudget === null ? null : { ...options.sendBudget },
   }
 }
 

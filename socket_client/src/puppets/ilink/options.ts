@@ -30,7 +30,8 @@ export interface IlinkOptions {
   longPollTimeoutMs: number
   botAgent: string
   channelVersion: string
-  sendBudget: SendBudget
+  /** null (`send_budget: false`): no budget is modelled; replies travel in the event's ack. */
+  sendBudget: SendBudget | null
   /** First and largest delay between retries of a failing call. */
   retryDelayMs: number
   retryDelayMaxMs: number
@@ -115,10 +116,14 @@ export function parseIlinkOptions(raw: Record<string, unknown>, context: OptionC
     dataDir = isAbsolute(rawDir as string) ? (rawDir as string) : resolve(context.baseDir, rawDir as string)
   }
 
-  const budget = { ...DEFAULT_SEND_BUDGET }
+  let budget: SendBudget | null = { ...DEFAULT_SEND_BUDGET }
   const rawBudget = raw.send_budget
-  if (rawBudget !== undefined && rawBudget !== null) {
-    if (typeof rawBudget !== 'object' || Array.isArray(rawBudget)) fail('send_budget', 'an object {user_first, per_user_message, window_s}', rawBudget)
+  if (rawBudget === false) {
+    // The account's budget is not modelled (a simulator, an account known to have none): the
+    // Python side then checks no window and a refusal by WeChat is an `ActionFailed` error event.
+    budget = null
+  } else if (rawBudget !== undefined && rawBudget !== null) {
+    if (typeof rawBudget !== 'object' || Array.isArray(rawBudget)) fail('send_budget', 'an object {user_first, per_user_message, window_s} or false', rawBudget)
     const b = rawBudget as Record<string, unknown>
     for (const key of Object.keys(b)) {
       if (!['user_first', 'per_user_message', 'window_s'].includes(key)) {
