@@ -54,7 +54,7 @@ test-node: setup
 # Every SIGKILL scenario of tests/test_crash_e2e.py (server, Node client, both; 50 ms and
 # 500 ms handlers; both delivery paths): `make test` runs a subset of them (about 1 min).
 test-crash: setup
-	METAPUPPET_CRASH_ALL=1 $(BIN)/python -m pytest -s tests/test_crash_e2e.py $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -s tests/test_crash_e2e.py $(PYTEST_ARGS)
 
 check: setup
 	$(BIN)/ruff format --check MetaPuppet tests bench example scripts
