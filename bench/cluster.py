@@ -120,6 +120,8 @@ class RedisStats:
         self.client = redis_asyncio.Redis.from_url(url)
 
     async def snapshot(self) -> tuple[int, dict[str, int]]:
+        """(commands processed, calls by command); the reads (request batches) go into
+        ``by_command`` under ``_reads``."""
         stats = await self.client.info("stats")
         commands = await self.client.info("commandstats")
         by_command = {
@@ -127,6 +129,8 @@ class RedisStats:
             for name, value in commands.items()
             if isinstance(value, dict)
         }
+        # a read event is one request or pipeline that arrived in one piece: a round trip
+        by_command["_reads"] = int(stats.get("total_reads_processed", 0))
         return int(stats["total_commands_processed"]), by_command
 
     async def close(self) -> None:
@@ -274,10 +278,11 @@ class Measured:
         if self.stats is not None and before is not None:
             total, by_command = await self.stats.snapshot()
             self.last["redis_commands"] = total - before[0]
+            self.last["redis_reads"] = by_command.pop("_reads") - before[1].get("_reads", 0)
             self.last["redis_by_command"] = {
                 name: calls - before[1].get(name, 0)
                 for name, calls in by_command.items()
-                if calls - before[1].get(name, 0) > 0
+                if calls - before[1].get(name, 0) > 0 and name != "_reads"
             }
         if len(results) == 1:
             return results[0]
@@ -461,6 +466,9 @@ def finish(row: dict[str, Any], measured: Measured, name: str) -> dict[str, Any]
         row["redis_per_msg"] = (
             round(measured.last["redis_commands"] / replies, 2) if replies else None
         )
+        row["redis_round_trips_per_msg"] = (
+            round(measured.last.get("redis_reads", 0) / replies, 2) if replies else None
+        )
         row["redis_by_command_per_msg"] = {
             k: round(v / replies, 3)
             for k, v in sorted(measured.last["redis_by_command"].items(), key=lambda kv: -kv[1])
@@ -496,7 +504,7 @@ def print_table(report: dict[str, Any]) -> None:
     )
     print(
         f"{'system':<10}{'scen':<6}{'msgs/s':>8}{'p50':>8}{'p99':>8}{'py ms':>7}{'node ms':>8}"
-        f"{'redis/msg':>10}{'load':>11}  runs"
+        f"{'redis/msg':>10}{'rt/msg':>7}{'load':>11}  runs"
     )
     fmt = cl._fmt  # noqa: SLF001 - the same number format as closed_loop's table
     for name in SYSTEMS:
@@ -507,14 +515,17 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{fmt(row['p50_ms'], '.2f'):>8}{fmt(row['p99_ms'], '.2f'):>8}"
                 f"{fmt(row['python_cpu_ms_per_msg'], '.3f'):>7}"
                 f"{fmt(row['node_cpu_ms_per_msg'], '.3f'):>8}"
-                f"{fmt(row.get('redis_per_msg'), '.2f'):>10}{load:>11}"
+                f"{fmt(row.get('redis_per_msg'), '.2f'):>10}"
+                f"{fmt(row.get('redis_round_trips_per_msg'), '.2f'):>7}{load:>11}"
                 f"  {row.get('msgs_per_s_runs', '')}"
                 + (f"  {row['error']}" if "error" in row else "")
             )
     print(
         "latency ms from the contact's say to the reply (timed in Node); py/node ms: CPU per "
         "answered message (cluster2: both servers / both Node clients); redis/msg: commands "
-        "the redis-server processed per answered message; load: 1-min load average"
+        "the redis-server processed per answered message; rt/msg: its read events (requests or "
+        "pipelines, all clients, pub/sub included) per answered message; load: 1-min load "
+        "average"
     )
     for key, by_scenario in report.get("ratios", {}).items():
         print(
