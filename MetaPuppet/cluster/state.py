@@ -80,6 +80,9 @@ class Batcher:
 
     #: at most this many commands in one pipeline
     MAX_BATCH = 256
+    #: a command that may wait (``submit(lazy=True)``) goes out with the next pipeline, or
+    #: after this long at the latest
+    LAZY_S = 0.02
 
     def __init__(self, client: Redis, *, in_flight: int = 1) -> None:
         self.client = client
@@ -88,22 +91,60 @@ class Batcher:
         self.in_flight = in_flight
         self._flying = 0
         self._scheduled = False
+        self._lazy: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
+        self._lazy_timer: asyncio.TimerHandle | None = None
         #: pipelines sent and commands in them (for tests and the bench)
         self.batches = 0
         self.commands = 0
 
-    def submit(self, add: Callable[[Any], Any]) -> asyncio.Future[Any]:
-        """``add(pipeline)`` queues one command; the future gets its reply (or error)."""
+    def submit(self, add: Callable[[Any], Any], *, lazy: bool = False) -> asyncio.Future[Any]:
+        """``add(pipeline)`` queues one command; the future gets its reply (or error).
+
+        ``lazy``: the command may wait up to :attr:`LAZY_S` for a pipeline that goes out
+        anyway, and :meth:`withdraw` can take it back until then.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if lazy:
+            self._lazy.append((add, future))
+            if self._lazy_timer is None:
+                self._lazy_timer = loop.call_later(self.LAZY_S, self._wake, loop)
+            return future
         self._pending.append((add, future))
         if not self._scheduled and self._flying < self.in_flight:
             self._scheduled = True
             loop.call_soon(self._flush, loop)
         return future
 
+    def withdraw(self, future: asyncio.Future[Any]) -> bool:
+        """Take back a lazy command that has not gone out yet (True: taken back; its
+        future is left pending for the caller to settle)."""
+        for index, (_, queued) in enumerate(self._lazy):
+            if queued is future:
+                del self._lazy[index]
+                return True
+        return False
+
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._lazy_timer = None
+        if not self._lazy:
+            return
+        if self._scheduled or self._flying >= self.in_flight:
+            # due now: they go out with the pipeline after the one in flight
+            self._pending[:0] = self._lazy
+            self._lazy = []
+            return
+        self._scheduled = True
+        self._flush(loop)
+
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled = False
+        if self._lazy:  # they ride along with this pipeline
+            self._pending[:0] = self._lazy
+            self._lazy = []
+            if self._lazy_timer is not None:
+                self._lazy_timer.cancel()
+                self._lazy_timer = None
         while self._pending and self._flying < self.in_flight:
             batch = self._pending[: self.MAX_BATCH]
             del self._pending[: self.MAX_BATCH]
