@@ -19,8 +19,8 @@ share the machine's state:
   the bot on B is an ``exec`` from A that crosses the cluster (one call per measurement).
 
 Every system has the same outgoing rate limit, high enough never to wait
-(``--rate-limit``), so its check runs per reply as in a deployment (in process for
-``single``, a Lua script in Redis in cluster mode); the dialog store is the one ``serve``
+(``--rate-limit``), so its check runs per reply as in a deployment (in memory, on the
+process holding the bot, in every system); the dialog store is the one ``serve``
 picks (memory here for ``single``, which would be SQLite under ``serve``; Redis in cluster
 mode).
 
@@ -28,7 +28,9 @@ Per system and scenario: msgs/s, p50/p99, CPU ms per answered message of the Pyt
 server processes (the sum for ``cluster2``) and of the Node clients, and Redis commands per
 answered message: the delta of ``INFO stats`` ``total_commands_processed`` on the bench's
 redis-server over the measured call divided by the replies, with the ``INFO commandstats``
-breakdown. It includes the processes' background work (each renews its liveness every
+breakdown, and Redis round trips per answered message: the delta of ``total_reads_processed``
+(one read event per request or pipeline that arrives in one piece, every client and the
+pub/sub included). Both include the processes' background work (each renews its liveness every
 ``cluster.refresh_s``: about 12 commands a second per process) and the two ``INFO`` calls. The
 load average before and after each row says how busy the (shared) machine was.
 """

@@ -16,12 +16,13 @@ reconnect, perhaps to another process. Each process still drops duplicates it sa
 
 An event the Node client sends for the first time (``attempt`` 1 in its envelope) cannot
 have been seen by any process, so nothing needs to be checked before it runs:
-``claim_fresh(id)`` queues its claim (a plain ``SET NX``, lazily: it goes out with the
-next pipeline, or after ``Batcher.LAZY_S`` at the latest) and the event runs at once. An
+``claim_fresh(id)`` queues its claim (a plain ``SET NX``, lazily: it goes out
+``Batcher.LAZY_S``, 100 ms, later) and the event runs at once. An
 event settled before its claim went out (``done``/``release``) takes it back, so a quick
 handler costs one command: the ``d`` record. A slow one's claim is in Redis within
 ``LAZY_S``, for a copy sent again while this process still handles it: that copy can only
-come after the Node client lost this connection and authenticated on another one.
+come after the Node client lost this connection, waited its first reconnect delay (250-500
+ms by default) and authenticated on another one.
 
 What this cannot give is exactly-once replies for the events a killed process was in the
 middle of: those run again here, and a reply they had already sent is sent again, unless

@@ -80,9 +80,9 @@ class Batcher:
 
     #: at most this many commands in one pipeline
     MAX_BATCH = 256
-    #: a command that may wait (``submit(lazy=True)``) goes out with the next pipeline, or
-    #: after this long at the latest
-    LAZY_S = 0.02
+    #: a command that may wait (``submit(lazy=True)``) goes out this long after it was
+    #: submitted, unless it was withdrawn meanwhile
+    LAZY_S = 0.1
 
     def __init__(self, client: Redis, *, in_flight: int = 1) -> None:
         self.client = client
@@ -91,7 +91,8 @@ class Batcher:
         self.in_flight = in_flight
         self._flying = 0
         self._scheduled = False
-        self._lazy: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
+        #: lazy commands by their future, with the time each is due (oldest first)
+        self._lazy: dict[asyncio.Future[Any], tuple[Callable[[Any], Any], float]] = {}
         self._lazy_timer: asyncio.TimerHandle | None = None
         #: pipelines sent and commands in them (for tests and the bench)
         self.batches = 0
@@ -100,13 +101,13 @@ class Batcher:
     def submit(self, add: Callable[[Any], Any], *, lazy: bool = False) -> asyncio.Future[Any]:
         """``add(pipeline)`` queues one command; the future gets its reply (or error).
 
-        ``lazy``: the command may wait up to :attr:`LAZY_S` for a pipeline that goes out
-        anyway, and :meth:`withdraw` can take it back until then.
+        ``lazy``: the command goes out :attr:`LAZY_S` later (with what is pending then), and
+        :meth:`withdraw` can take it back until then.
         """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if lazy:
-            self._lazy.append((add, future))
+            self._lazy[future] = (add, loop.time() + self.LAZY_S)
             if self._lazy_timer is None:
                 self._lazy_timer = loop.call_later(self.LAZY_S, self._wake, loop)
             return future
@@ -119,32 +120,27 @@ class Batcher:
     def withdraw(self, future: asyncio.Future[Any]) -> bool:
         """Take back a lazy command that has not gone out yet (True: taken back; its
         future is left pending for the caller to settle)."""
-        for index, (_, queued) in enumerate(self._lazy):
-            if queued is future:
-                del self._lazy[index]
-                return True
-        return False
+        return self._lazy.pop(future, None) is not None
 
     def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Lazy commands that are due join the pending ones; the timer is set for the next."""
         self._lazy_timer = None
-        if not self._lazy:
-            return
-        if self._scheduled or self._flying >= self.in_flight:
-            # due now: they go out with the pipeline after the one in flight
-            self._pending[:0] = self._lazy
-            self._lazy = []
-            return
-        self._scheduled = True
-        self._flush(loop)
+        now = loop.time() + 0.001
+        due = []
+        for future, (add, at) in self._lazy.items():
+            if at > now:
+                self._lazy_timer = loop.call_at(at, self._wake, loop)
+                break
+            due.append(future)
+            self._pending.append((add, future))
+        for future in due:
+            del self._lazy[future]
+        if due and not self._scheduled and self._flying < self.in_flight:
+            self._scheduled = True
+            self._flush(loop)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled = False
-        if self._lazy:  # they ride along with this pipeline
-            self._pending[:0] = self._lazy
-            self._lazy = []
-            if self._lazy_timer is not None:
-                self._lazy_timer.cancel()
-                self._lazy_timer = None
         while self._pending and self._flying < self.in_flight:
             batch = self._pending[: self.MAX_BATCH]
             del self._pending[: self.MAX_BATCH]
