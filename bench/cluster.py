@@ -19,8 +19,8 @@ share the machine's state:
   the bot on B is an ``exec`` from A that crosses the cluster (one call per measurement).
 
 Every system has the same outgoing rate limit, high enough never to wait
-(``--rate-limit``), so its check runs per reply as in a deployment (in process for
-``single``, a Lua script in Redis in cluster mode); the dialog store is the one ``serve``
+(``--rate-limit``), so its check runs per reply as in a deployment (in memory, on the
+process holding the bot, in every system); the dialog store is the one ``serve``
 picks (memory here for ``single``, which would be SQLite under ``serve``; Redis in cluster
 mode).
 
@@ -28,7 +28,9 @@ Per system and scenario: msgs/s, p50/p99, CPU ms per answered message of the Pyt
 server processes (the sum for ``cluster2``) and of the Node clients, and Redis commands per
 answered message: the delta of ``INFO stats`` ``total_commands_processed`` on the bench's
 redis-server over the measured call divided by the replies, with the ``INFO commandstats``
-breakdown. It includes the processes' background work (each renews its liveness every
+breakdown, and Redis round trips per answered message: the delta of ``total_reads_processed``
+(one read event per request or pipeline that arrives in one piece, every client and the
+pub/sub included). Both include the processes' background work (each renews its liveness every
 ``cluster.refresh_s``: about 12 commands a second per process) and the two ``INFO`` calls. The
 load average before and after each row says how busy the (shared) machine was.
 """
@@ -120,6 +122,8 @@ class RedisStats:
         self.client = redis_asyncio.Redis.from_url(url)
 
     async def snapshot(self) -> tuple[int, dict[str, int]]:
+        """(commands processed, calls by command); the reads (request batches) go into
+        ``by_command`` under ``_reads``."""
         stats = await self.client.info("stats")
         commands = await self.client.info("commandstats")
         by_command = {
@@ -127,6 +131,8 @@ class RedisStats:
             for name, value in commands.items()
             if isinstance(value, dict)
         }
+        # a read event is one request or pipeline that arrived in one piece: a round trip
+        by_command["_reads"] = int(stats.get("total_reads_processed", 0))
         return int(stats["total_commands_processed"]), by_command
 
     async def close(self) -> None:
@@ -274,10 +280,11 @@ class Measured:
         if self.stats is not None and before is not None:
             total, by_command = await self.stats.snapshot()
             self.last["redis_commands"] = total - before[0]
+            self.last["redis_reads"] = by_command.pop("_reads") - before[1].get("_reads", 0)
             self.last["redis_by_command"] = {
                 name: calls - before[1].get(name, 0)
                 for name, calls in by_command.items()
-                if calls - before[1].get(name, 0) > 0
+                if calls - before[1].get(name, 0) > 0 and name != "_reads"
             }
         if len(results) == 1:
             return results[0]
@@ -461,6 +468,9 @@ def finish(row: dict[str, Any], measured: Measured, name: str) -> dict[str, Any]
         row["redis_per_msg"] = (
             round(measured.last["redis_commands"] / replies, 2) if replies else None
         )
+        row["redis_round_trips_per_msg"] = (
+            round(measured.last.get("redis_reads", 0) / replies, 2) if replies else None
+        )
         row["redis_by_command_per_msg"] = {
             k: round(v / replies, 3)
             for k, v in sorted(measured.last["redis_by_command"].items(), key=lambda kv: -kv[1])
@@ -496,7 +506,7 @@ def print_table(report: dict[str, Any]) -> None:
     )
     print(
         f"{'system':<10}{'scen':<6}{'msgs/s':>8}{'p50':>8}{'p99':>8}{'py ms':>7}{'node ms':>8}"
-        f"{'redis/msg':>10}{'load':>11}  runs"
+        f"{'redis/msg':>10}{'rt/msg':>7}{'load':>11}  runs"
     )
     fmt = cl._fmt  # noqa: SLF001 - the same number format as closed_loop's table
     for name in SYSTEMS:
@@ -507,14 +517,17 @@ def print_table(report: dict[str, Any]) -> None:
                 f"{fmt(row['p50_ms'], '.2f'):>8}{fmt(row['p99_ms'], '.2f'):>8}"
                 f"{fmt(row['python_cpu_ms_per_msg'], '.3f'):>7}"
                 f"{fmt(row['node_cpu_ms_per_msg'], '.3f'):>8}"
-                f"{fmt(row.get('redis_per_msg'), '.2f'):>10}{load:>11}"
+                f"{fmt(row.get('redis_per_msg'), '.2f'):>10}"
+                f"{fmt(row.get('redis_round_trips_per_msg'), '.2f'):>7}{load:>11}"
                 f"  {row.get('msgs_per_s_runs', '')}"
                 + (f"  {row['error']}" if "error" in row else "")
             )
     print(
         "latency ms from the contact's say to the reply (timed in Node); py/node ms: CPU per "
         "answered message (cluster2: both servers / both Node clients); redis/msg: commands "
-        "the redis-server processed per answered message; load: 1-min load average"
+        "the redis-server processed per answered message; rt/msg: its read events (requests or "
+        "pipelines, all clients, pub/sub included) per answered message; load: 1-min load "
+        "average"
     )
     for key, by_scenario in report.get("ratios", {}).items():
         print(

@@ -43,9 +43,11 @@ def test_quick_run_measures_single_cluster_and_two_processes() -> None:
     assert "redis_per_msg" not in results["single"]["k1"]  # no Redis at all
     for name in ("cluster1", "cluster2"):
         row = results[name]["k1"]
-        # at least the event's claim and its record per answered message
-        assert row["redis_per_msg"] >= 2, row
-        assert row["redis_by_command_per_msg"], row
+        # at least the event's record per answered message (a quick event's claim is
+        # taken back before it goes out), in at least one round trip per a few messages
+        assert row["redis_per_msg"] >= 1, row
+        assert row["redis_by_command_per_msg"].get("set", 0) >= 1, row
+        assert row["redis_round_trips_per_msg"] > 0, row
     # two bots, one per process: both loops answered
     assert results["cluster2"]["k1"]["contacts"] == 1
     assert set(report["ratios"]) == {"cluster1_over_single", "cluster2_over_single"}

@@ -24,7 +24,7 @@ from MetaPuppet import ClusterUnavailable, Config, SendWindowClosed, SweetSocket
 from MetaPuppet.cluster import ClusterSettings, redact_url
 from MetaPuppet.cluster.budget import RedisSendBudgets
 from MetaPuppet.cluster.intake import ClusterIntake
-from MetaPuppet.cluster.ratelimit import RedisRateLimiter
+from MetaPuppet.cluster.ratelimit import ClusterRateLimiter
 from MetaPuppet.cluster.seen import RedisSeenIds
 from MetaPuppet.cluster.state import SharedState
 from MetaPuppet.errors import ConfigError
@@ -214,40 +214,223 @@ async def test_redis_lost_defers_every_later_event_of_that_connection(tmp_path_f
     await state.close()
 
 
+class Recorder:
+    """Transport handlers that record what ran."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+
+    async def on_puppet_event(self, info, data):
+        self.ran.append(data["id"])
+        return {"ok": True}
+
+    async def on_message(self, sid, message):
+        pass
+
+    def on_client(self, info, connected):
+        pass
+
+
+async def test_a_fresh_event_runs_without_waiting_for_its_claim_and_is_recorded_before_its_ack():
+    steps: list[str] = []
+    claim_back = asyncio.Event()
+
+    class Seen:
+        def check(self) -> None:
+            pass
+
+        async def _answer(self, event_id: str) -> bool:
+            await claim_back.wait()
+            steps.append(f"claimed {event_id}")
+            return True
+
+        def claim_fresh(self, event_id: str):
+            steps.append(f"claim sent {event_id}")
+            return self._answer(event_id)
+
+        async def claim(self, event_id: str) -> bool:
+            raise AssertionError("a fresh event is not checked before it runs")
+
+        async def done(self, event_id: str) -> None:
+            steps.append(f"done {event_id}")
+
+        async def release(self, event_id: str) -> None:
+            pass
+
+    inner = Recorder()
+    intake = ClusterIntake(inner, Seen())  # type: ignore[arg-type]
+    info = ClientInfo(sid="s1", role="puppet", bot="b", remote=None)
+    acking = asyncio.ensure_future(
+        intake.on_puppet_event(info, {"id": "e1", "name": "message", "attempt": 1})
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert inner.ran == ["e1"] and not acking.done()  # it ran; the ack waits for Redis
+    claim_back.set()
+    assert await acking == {"ok": True}
+    assert steps == ["claim sent e1", "done e1", "claimed e1"]
+
+
+async def test_fresh_and_re_sent_copies_across_processes(two):
+    a_state, b_state = two
+    for state, host in ((a_state, "host-a"), (b_state, "host-b")):
+        await state.client.set(state.key("host", host), "{}", px=60_000)
+    a_inner, b_inner = Recorder(), Recorder()
+    a = ClusterIntake(a_inner, RedisSeenIds(a_state, "host-a", poll_s=0.01))  # type: ignore[arg-type]
+    b = ClusterIntake(b_inner, RedisSeenIds(b_state, "host-b", poll_s=0.01))  # type: ignore[arg-type]
+    info = ClientInfo(sid="s1", role="puppet", bot="b", remote=None)
+    fresh = {"id": "f1", "name": "message", "attempt": 1}
+    assert await a.on_puppet_event(info, fresh) == {"ok": True}
+    assert await a_state.client.get(a_state.key("seen", "f1")) == b"d"  # before the ack
+    # its ack was lost (A died): the copy sent again to B runs nothing
+    assert await b.on_puppet_event(info, dict(fresh, attempt=2)) == {"ok": True}
+    # a copy without attempt (an older Node client) is checked too
+    assert await b.on_puppet_event(info, {"id": "f1", "name": "message"}) == {"ok": True}
+    assert (a_inner.ran, b_inner.ran) == (["f1"], [])
+    # what is given up: a first copy delivered late (a stalled connection), after a copy sent
+    # again was handled elsewhere, runs again (its replies carry the same send keys)
+    await b_state.client.set(b_state.key("seen", "f2"), "d")
+    assert await a.on_puppet_event(info, {"id": "f2", "name": "message", "attempt": 1})
+    assert a_inner.ran == ["f1", "f2"]
+
+
+async def test_a_quick_fresh_event_costs_one_command_a_slow_one_s_claim_goes_out(two):
+    a_state = two[0]
+    release = asyncio.Event()
+
+    class Handlers(Recorder):
+        async def on_puppet_event(self, info, data):
+            if data["id"] == "slow":
+                await release.wait()
+            return await super().on_puppet_event(info, data)
+
+    intake = ClusterIntake(Handlers(), RedisSeenIds(a_state, "host-a"))  # type: ignore[arg-type]
+    info = ClientInfo(sid="s1", role="puppet", bot="b", remote=None)
+    batcher = a_state.batcher
+    commands = batcher.commands
+    assert await intake.on_puppet_event(info, {"id": "q", "name": "message", "attempt": 1})
+    assert batcher.commands - commands == 1  # the claim was taken back: only the record
+    slow = asyncio.ensure_future(
+        intake.on_puppet_event(info, {"id": "slow", "name": "message", "attempt": 1})
+    )
+    await asyncio.sleep(batcher.LAZY_S * 5)
+    key = a_state.key("seen", "slow")
+    assert await a_state.client.get(key) == b"c:host-a"  # claimed while it runs
+    release.set()
+    assert await slow == {"ok": True}
+    assert await a_state.client.get(key) == b"d"
+
+
+async def test_redis_known_lost_defers_a_fresh_event_too(tmp_path_factory, prefix):
+    private = free_redis(tmp_path_factory)
+    state = SharedState(settings(next(private), prefix))
+    state.back()
+    inner = Recorder()
+    intake = ClusterIntake(inner, RedisSeenIds(state, "host-a"))  # type: ignore[arg-type]
+    info = ClientInfo(sid="s1", role="puppet", bot="b", remote=None)
+    private.close()
+    with pytest.raises(ClusterUnavailable):
+        await state.run("a refresh", state.client.ping())  # the loss is noticed
+    ack = await intake.on_puppet_event(info, {"id": "e1", "name": "message", "attempt": 1})
+    assert ack["error"]["kind"] == "unavailable" and "s1" in intake.deferred
+    assert inner.ran == []
+    await state.close()
+
+
 # --------------------------------------------------------------------------- rate limits
 
 
-async def test_two_processes_share_one_bot_s_rate_limit(two):
-    waits: list[float] = []
+class Bus:
+    """The cluster channel's ``book``/``booked`` notices between limiters, in memory."""
 
-    async def record(seconds: float) -> None:
-        waits.append(seconds)
+    def __init__(self) -> None:
+        self.limiters: dict[str, ClusterRateLimiter] = {}
+        self.notices = 0
 
-    rate = Rate(10, per=1.0, burst=2)  # 2 at once, then one every 0.1 s
-    limiters = [RedisRateLimiter(state, None, rate, sleep=record) for state in two]
-    await asyncio.gather(*(limiters[i % 2].acquire("shop", f"chat{i}") for i in range(10)))
-    # one bucket for both: the 10th send waits for 8 intervals; two buckets would give 0.3 s
-    assert max(waits) == pytest.approx(0.8, abs=0.05)
-    assert sorted(round(w, 1) for w in waits) == [round(0.1 * i, 1) for i in range(1, 9)]
+    def notify_from(self, host: str):
+        async def notify(kind: str, data: object) -> None:
+            self.notices += 1
+            for other, limiter in self.limiters.items():
+                if other == host:
+                    continue
+                if kind == "book":
+                    await limiter.on_book(data, host)
+                else:
+                    limiter.on_booked(data)
+
+        return notify
 
 
-async def test_a_chat_waits_for_its_own_limit_before_booking_the_bot_s(two):
-    a_state, b_state = two
+def limiters(
+    per_chat: Rate | None, per_bot: Rate | None, *, holder: str = "host-a", clock=time.monotonic
+) -> tuple[list[ClusterRateLimiter], list[float], Bus]:
+    """Two processes' limiters; every bot is connected to ``holder``."""
     sleeps: list[float] = []
 
     async def record(seconds: float) -> None:
         sleeps.append(seconds)
 
-    limiter = RedisRateLimiter(
-        a_state, Rate(1, per=1.0, burst=1), Rate(100, per=1.0, burst=50), sleep=record
-    )
-    other = RedisRateLimiter(
-        b_state, Rate(1, per=1.0, burst=1), Rate(100, per=1.0, burst=50), sleep=record
-    )
-    assert await limiter.acquire("shop", "alice") == 0
-    waited = await other.acquire("shop", "alice")  # the same chat from the other process
+    bus = Bus()
+    made = []
+    for host in ("host-a", "host-b"):
+        made.append(
+            ClusterRateLimiter(
+                per_chat,
+                per_bot,
+                where=lambda bot: holder,
+                notify=bus.notify_from(host),
+                host_id=host,
+                sleep=record,
+                clock=clock,
+            )
+        )
+        bus.limiters[host] = made[-1]
+    return made, sleeps, bus
+
+
+async def test_two_processes_share_one_bot_s_rate_limit_kept_where_it_is_connected():
+    rate = Rate(10, per=1.0, burst=2)  # 2 at once, then one every 0.1 s
+    (a, b), waits, bus = limiters(None, rate)
+    await asyncio.gather(*((a, b)[i % 2].acquire("shop", f"chat{i}") for i in range(10)))
+    # one bucket for both: the 10th send waits for 8 intervals; two buckets would give 0.3 s
+    assert max(waits) == pytest.approx(0.8, abs=0.05)
+    assert sorted(round(w, 1) for w in waits) == [round(0.1 * i, 1) for i in range(1, 9)]
+    # A's sends cost nothing; B's 5 were booked with A (a notice there and one back)
+    assert (a.booked_for_others, b.booked_elsewhere, bus.notices) == (5, 5, 10)
+
+
+async def test_a_chat_waits_for_its_own_limit_before_booking_the_bot_s():
+    (a, b), _, _ = limiters(Rate(1, per=1.0, burst=1), Rate(100, per=1.0, burst=50))
+    assert await a.acquire("shop", "alice") == 0
+    waited = await b.acquire("shop", "alice")  # the same chat from the other process
     assert waited == pytest.approx(1.0, abs=0.05)
-    assert await other.acquire("shop", "bob") == 0  # another chat is not held back
+    assert await b.acquire("shop", "bob") == 0  # another chat is not held back
+
+
+async def test_a_bot_that_moves_here_starts_with_one_token_not_a_full_burst():
+    now = [100.0]
+    (a, _), sleeps, _ = limiters(Rate(10, per=1.0, burst=5), None, clock=lambda: now[0])
+    for _ in range(5):
+        await a.acquire("shop", "alice")
+    assert sleeps == []  # a full burst of 5 before any move
+    now[0] += 10  # full again
+    a.moved_here("shop")  # the bot connected (again) here: the old bucket may be spent
+    for _ in range(3):
+        await a.acquire("shop", "alice")
+    assert [round(w, 2) for w in sleeps] == [0.1, 0.2]  # one at once, then the rate
+    now[0] += 10
+    sleeps.clear()
+    for _ in range(5):
+        await a.acquire("shop", "bob")
+    assert sleeps == []  # long after the move: the burst is back
+
+
+async def test_a_send_for_a_bot_whose_process_does_not_answer_fails_by_name():
+    (_, b), _, bus = limiters(None, Rate(10, per=1.0, burst=2))
+    del bus.limiters["host-a"]  # A is gone and B does not know yet
+    b.timeout = 0.2
+    with pytest.raises(ClusterUnavailable, match="did not book a send"):
+        await b.acquire("shop", "alice")
 
 
 # --------------------------------------------------------------------------- send budgets

@@ -9,8 +9,9 @@ parts of this package into the server through its public seams:
   bots in the registry (:class:`~.links.RemotePuppetLink`); ``list_clients()`` lists all;
 * :class:`~.intake.ClusterIntake` (the transport's handlers) dedupes events across
   processes (:class:`~.seen.RedisSeenIds`);
-* :class:`~.ratelimit.RedisRateLimiter` and :class:`~.budget.RedisSendBudgets` replace the
-  client's in-process rate limiter and send budgets;
+* :class:`~.ratelimit.ClusterRateLimiter` replaces the client's rate limiter (the buckets
+  stay in memory on the process holding the bot; other processes book with it) and
+  :class:`~.budget.RedisSendBudgets` its send budgets;
 * :class:`~.forward.EventForwarder` shows every bot's events to every process's web hub.
 """
 
@@ -32,8 +33,9 @@ from .budget import RedisSendBudgets
 from .directory import Directory
 from .forward import EventForwarder
 from .intake import ClusterIntake
+from .links import RemotePuppetLink
 from .manager import ClusterManager
-from .ratelimit import RedisRateLimiter
+from .ratelimit import ClusterRateLimiter
 from .seen import RedisSeenIds
 from .sends import send_key
 from .settings import ClusterSettings
@@ -84,6 +86,7 @@ class Cluster:
         self.intake: ClusterIntake | None = None
         self.forwarder: EventForwarder | None = None
         self.seen: RedisSeenIds | None = None
+        self.limiter: ClusterRateLimiter | None = None
         self._sio: Any = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._keeper: asyncio.Task[None] | None = None
@@ -118,7 +121,15 @@ class Cluster:
         client = host.client
         limiter = client.rate_limiter
         if isinstance(limiter, RateLimiter):
-            client.rate_limiter = RedisRateLimiter(self.state, limiter.per_chat, limiter.per_bot)
+            self.limiter = ClusterRateLimiter(
+                limiter.per_chat,
+                limiter.per_bot,
+                where=lambda bot: _holder(host.registry, bot, self.host_id),
+                notify=self.manager.notify,
+                host_id=self.host_id,
+                check=self.state.check,
+            )
+            client.rate_limiter = self.limiter
         elif limiter is not None:
             log.warning(
                 "cluster mode: the custom rate limiter %r is kept as it is; its limits hold "
@@ -211,6 +222,8 @@ class Cluster:
     # ------------------------------------------------------------------ hooks
 
     def _client_changed(self, info: ClientInfo, connected: bool) -> None:
+        if connected and info.role == "puppet" and info.bot and self.limiter is not None:
+            self.limiter.moved_here(info.bot)
         if self.directory is not None and self.state.up:
             self._spawn(self.directory.announce(info, connected))
 
@@ -223,6 +236,10 @@ class Cluster:
             self.directory.on_attach(data, host)
         elif kind == "detach":
             self.directory.on_detach(data, host)
+        elif kind == "book" and self.limiter is not None:
+            self._spawn(self.limiter.on_book(data, host))
+        elif kind == "booked" and self.limiter is not None:
+            self.limiter.on_booked(data)
 
     def _redis_back(self) -> None:
         """Redis answers again: connections whose events were turned away meanwhile are
@@ -248,3 +265,11 @@ def _runs_robot(host: object, data: dict[str, Any]) -> bool:
     if not isinstance(payload, dict) or not payload.get("self"):
         return True
     return bool(getattr(getattr(host, "robot", None), "handle_self_messages", False))
+
+
+def _holder(registry: PuppetRegistry, bot: str, here: str) -> str | None:
+    """The host id of the process holding ``bot``'s connection (None: not connected)."""
+    link = registry.get(bot)
+    if link is None:
+        return None
+    return link.host if isinstance(link, RemotePuppetLink) else here

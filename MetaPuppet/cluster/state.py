@@ -80,6 +80,9 @@ class Batcher:
 
     #: at most this many commands in one pipeline
     MAX_BATCH = 256
+    #: a command that may wait (``submit(lazy=True)``) goes out this long after it was
+    #: submitted, unless it was withdrawn meanwhile
+    LAZY_S = 0.1
 
     def __init__(self, client: Redis, *, in_flight: int = 1) -> None:
         self.client = client
@@ -88,19 +91,53 @@ class Batcher:
         self.in_flight = in_flight
         self._flying = 0
         self._scheduled = False
+        #: lazy commands by their future, with the time each is due (oldest first)
+        self._lazy: dict[asyncio.Future[Any], tuple[Callable[[Any], Any], float]] = {}
+        self._lazy_timer: asyncio.TimerHandle | None = None
         #: pipelines sent and commands in them (for tests and the bench)
         self.batches = 0
         self.commands = 0
 
-    def submit(self, add: Callable[[Any], Any]) -> asyncio.Future[Any]:
-        """``add(pipeline)`` queues one command; the future gets its reply (or error)."""
+    def submit(self, add: Callable[[Any], Any], *, lazy: bool = False) -> asyncio.Future[Any]:
+        """``add(pipeline)`` queues one command; the future gets its reply (or error).
+
+        ``lazy``: the command goes out :attr:`LAZY_S` later (with what is pending then), and
+        :meth:`withdraw` can take it back until then.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        if lazy:
+            self._lazy[future] = (add, loop.time() + self.LAZY_S)
+            if self._lazy_timer is None:
+                self._lazy_timer = loop.call_later(self.LAZY_S, self._wake, loop)
+            return future
         self._pending.append((add, future))
         if not self._scheduled and self._flying < self.in_flight:
             self._scheduled = True
             loop.call_soon(self._flush, loop)
         return future
+
+    def withdraw(self, future: asyncio.Future[Any]) -> bool:
+        """Take back a lazy command that has not gone out yet (True: taken back; its
+        future is left pending for the caller to settle)."""
+        return self._lazy.pop(future, None) is not None
+
+    def _wake(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Lazy commands that are due join the pending ones; the timer is set for the next."""
+        self._lazy_timer = None
+        now = loop.time() + 0.001
+        due = []
+        for future, (add, at) in self._lazy.items():
+            if at > now:
+                self._lazy_timer = loop.call_at(at, self._wake, loop)
+                break
+            due.append(future)
+            self._pending.append((add, future))
+        for future in due:
+            del self._lazy[future]
+        if due and not self._scheduled and self._flying < self.in_flight:
+            self._scheduled = True
+            self._flush(loop)
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         self._scheduled = False

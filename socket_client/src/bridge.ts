@@ -327,8 +327,11 @@ export class Bridge {
     entry.sentOn = connection
     entry.sentAt = Date.now()
     entry.parked = false
+    entry.attempts++
     const { id } = entry.envelope
-    this.socket.emit(WIRE.event, entry.envelope, (ack: unknown) => this.onEventAck(id, connection, ack))
+    // `attempt` 1: no server can have seen it (a cluster skips the synchronous dedupe for it)
+    const sent: EventEnvelope = { ...entry.envelope, attempt: entry.attempts }
+    this.socket.emit(WIRE.event, sent, (ack: unknown) => this.onEventAck(id, connection, ack))
   }
 
   private onEventAck(id: string, connection: number, ack: unknown): void {

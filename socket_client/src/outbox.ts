@@ -115,6 +115,11 @@ export interface OutboxEntry {
   sentAt: number
   /** Not re-sent before the next reconnect (deferred by the server or past the ack timeout). Owned by the bridge. */
   parked: boolean
+  /**
+   * Times it was sent; an entry loaded from the file starts at 1 (a previous process may have
+   * sent it). Owned by the bridge, which sends it as the envelope's `attempt`.
+   */
+  attempts: number
 }
 
 export class OutboxError extends Error {
@@ -224,7 +229,7 @@ export class Outbox {
     const existing = this.entries.get(envelope.id)
     if (existing !== undefined) return existing
     const line = `{"e":${json}}\n`
-    const entry: OutboxEntry = { envelope, bytes: Buffer.byteLength(line), sentOn: 0, sentAt: 0, parked: false }
+    const entry: OutboxEntry = { envelope, bytes: Buffer.byteLength(line), sentOn: 0, sentAt: 0, parked: false, attempts: 0 }
     this.entries.set(envelope.id, entry)
     this.liveBytes += entry.bytes
     const persistent = this.options.path !== null && !this.closed
@@ -584,7 +589,7 @@ export class Outbox {
     if (!isEnvelope(e)) return false
     if (!this.entries.has(e.id)) {
       const bytes = Buffer.byteLength(JSON.stringify({ e })) + 1
-      this.entries.set(e.id, { envelope: e, bytes, sentOn: 0, sentAt: 0, parked: false })
+      this.entries.set(e.id, { envelope: e, bytes, sentOn: 0, sentAt: 0, parked: false, attempts: 1 })
       this.liveBytes += bytes
     }
     return true

@@ -225,6 +225,12 @@ export interface EventEnvelope<P extends JsonObject = JsonObject> {
   payload: P
   /** Milliseconds since the epoch, taken when the Wechaty event fired. */
   ts: number
+  /**
+   * Set by the bridge on the wire: 1 the first time the event is sent (no server can have
+   * seen it), 2 or more when it is sent again (after a reconnect, or loaded from the outbox
+   * file). Absent from older clients, which the server treats as "maybe sent before".
+   */
+  attempt?: number
 }
 
 export type ErrorKind = 'bad_request' | 'compile' | 'runtime' | 'timeout' | 'serialize'

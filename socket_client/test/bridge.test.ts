@@ -172,6 +172,8 @@ describe('Bridge', () => {
       server.received.map((e) => e.id),
       ['event-1', 'event-2', 'event-3', 'event-1', 'event-2', 'event-3'],
     )
+    // the first copy says no server can have seen it; a re-sent copy says it may have been
+    assert.deepEqual(server.received.map((e) => e.attempt), [1, 1, 1, 2, 2, 2])
     assert.equal(server.sockets.length, 2)
   })
 
@@ -395,7 +397,9 @@ describe('Bridge reliability', () => {
     await until(() => second.outbox.size === 0, 'the outbox to drain')
     await sleep(30)
     assert.deepEqual(server.received.map((e) => e.id), ['event-1', 'event-3', 'event-5', 'event-6', 'event-7'])
-    assert.deepEqual(server.received[0], envelope(1, 'message', server.received[0]!.ts))
+    assert.deepEqual(server.received[0], { ...envelope(1, 'message', server.received[0]!.ts), attempt: 2 })
+    // loaded from the file: a previous process may have sent them (attempt 2); new ones: 1
+    assert.deepEqual(server.received.map((e) => e.attempt), [2, 2, 2, 1, 1])
     second.close()
     assert.equal(readFileSync(path, 'utf8'), '') // closed cleanly: compacted to nothing pending
   })
