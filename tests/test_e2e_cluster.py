@@ -404,10 +404,12 @@ async def test_sigkill_of_a_process_mid_stream_loses_nothing_and_its_dialog_goes
         assert sorted(set(got)) == list(range(count)), f"{name}: {got}"
         first = [got[i] for i in range(len(got)) if got[i] not in got[:i]]
         assert first == sorted(first), f"{name} out of order: {got}"
-    # what a SIGKILL can run twice: only what B had claimed and not acknowledged, at most
-    # one event per chat; every other event ran exactly once, and the re-runs' replies
-    # carried the same send keys, so the Node client sent none of them twice
-    assert len(twice) <= len(names)
+    # what a SIGKILL can run twice: only what B had not acknowledged, per chat the event
+    # it was running and the one before it whose record was still in B's pipeline to
+    # Redis; every other event ran exactly once, and the re-runs' replies carried the same
+    # send ids, so the Node client sent none of them twice
+    per_chat = Counter(t.rsplit(":", 1)[0] for t in twice)
+    assert max(per_chat.values(), default=0) <= 2, twice
     assert duplicated == 0, f"replies sent twice: {sorted(replies - Counter(set(replies)))}"
 
 
