@@ -20,7 +20,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any, Final
 
 from . import protocol, sends, snippets
@@ -74,9 +74,6 @@ class PuppetClient:
         self.loop: asyncio.AbstractEventLoop | None = None
         #: told of every exec's latency, every send and refusal (``metrics.Metrics``)
         self.observer: Any = None
-        #: cluster mode: a key for each send of a handler (None outside one), so the Node
-        #: client sends it once even when the handler runs again after a fail-over
-        self.send_key: Callable[[], str | None] | None = None
 
     def capabilities(self, bot: str | None = None) -> Capabilities:
         """What the channel of ``bot`` (or of the only bot) can do."""
@@ -216,8 +213,7 @@ class PuppetClient:
         once, before anything is sent.
         """
         # taken here, in the caller's order, so a handler run again gets the same ids (in
-        # cluster mode too: the same ``<event id>#<n>`` as the cluster's ``send_key``, which
-        # these send ids and the Node client's durable send records supersede)
+        # cluster mode too, on whichever process runs it again after a fail-over)
         send_id = send_id if send_id is not None else sends.next_send_id()
         call = self._say(
             bot, *_say_fields(conversation_id, something, mentions, room), reply_to, send_id

@@ -89,18 +89,7 @@ const deliver = async () => {
     : await send()
   return sent ? sent.id : null
 }
-if (!args.sendId) return await deliver()
-// cluster mode: a handler run again on another server process after a fail-over sends
-// with the same keys; this Node process remembers the last ones and sends each once
-const sends = (globalThis.__metapuppetSends ??= new Map())
-let once = sends.get(args.sendId)
-if (once === undefined) {
-  once = deliver()
-  once.catch(() => sends.delete(args.sendId))  // a failed send may be tried again
-  sends.set(args.sendId, once)
-  while (sends.size > 10000) sends.delete(sends.keys().next().value)
-}
-return await once
+return await deliver()
 """
 
 TYPING: Final = """

@@ -556,33 +556,6 @@ def test_serve_without_its_redis_exits_2_naming_the_url(tmp_path):
     assert "hunter2" not in done.stderr + done.stdout
 
 
-async def test_a_handler_s_sends_are_keyed_by_its_event_and_place():
-    from MetaPuppet.cluster.sends import handling, send_key
-
-    assert send_key() is None  # outside a handler: no key, sent as always
-
-    async def handler() -> list[str | None]:
-        first = send_key()
-        # a task the handler starts shares its run (and its count)
-        second = await asyncio.get_running_loop().create_task(_key_later())
-        return [first, second, send_key()]
-
-    with handling("ev-1"):
-        run = asyncio.ensure_future(handler())
-    assert send_key() is None
-    assert await run == ["ev-1#0", "ev-1#1", "ev-1#2"]
-    with handling("ev-1"):  # the same event run again (after a fail-over): the same keys
-        again = asyncio.ensure_future(handler())
-    assert await again == ["ev-1#0", "ev-1#1", "ev-1#2"]
-
-
-async def _key_later() -> str | None:
-    from MetaPuppet.cluster.sends import send_key
-
-    await asyncio.sleep(0)
-    return send_key()
-
-
 async def test_concurrent_claims_share_a_pipeline_and_an_error_stays_with_its_caller(two):
     state = two[0]
     seen = RedisSeenIds(state, "h1")

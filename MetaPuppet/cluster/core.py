@@ -37,7 +37,6 @@ from .links import RemotePuppetLink
 from .manager import ClusterManager
 from .ratelimit import ClusterRateLimiter
 from .seen import RedisSeenIds
-from .sends import send_key
 from .settings import ClusterSettings
 from .state import CONNECT_TIMEOUT_S, SharedState
 
@@ -53,7 +52,6 @@ class _Shows(Protocol):
 class _Client(Protocol):
     rate_limiter: Any
     budgets: Any
-    send_key: Callable[[], str | None] | None
 
     def note_event(self, event: BotEvent) -> None: ...
 
@@ -137,7 +135,6 @@ class Cluster:
                 limiter,
             )
         client.budgets = RedisSendBudgets(self.state)
-        client.send_key = send_key
         self.forwarder = EventForwarder(
             self.manager,
             self.state,

@@ -31,7 +31,6 @@ from .. import protocol
 from ..errors import ClusterUnavailable
 from ..presence import ClientInfo
 from ..transport.sio import TransportHandlers
-from . import sends
 from .seen import SeenIds
 
 __all__ = ["ClusterIntake"]
@@ -96,8 +95,7 @@ class ClusterIntake:
             if before is not None and not before.done():
                 await asyncio.wait([before])  # the previous event went on first
             if refusal is None and first:
-                with sends.handling(event_id):  # the handler's sends are keyed by the event
-                    handling = asyncio.ensure_future(self.inner.on_puppet_event(info, data))
+                handling = asyncio.ensure_future(self.inner.on_puppet_event(info, data))
         finally:
             if handling is None and claiming is not None:
                 claiming.close()  # cut short before it was handed on
@@ -136,7 +134,7 @@ class ClusterIntake:
         try:
             if not await claiming:
                 # only a copy that overtook the first one (e.g. a stalled connection
-                # delivering late) gets here; the handler's sends carry the event's keys
+                # delivering late) gets here; the handler's sends carry the event's send ids
                 self.late_claims += 1
                 log.warning(
                     "event %s was sent for the first time but another copy was claimed "
