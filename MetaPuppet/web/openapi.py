@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import ERROR_CODES, ERROR_DESCRIPTIONS
-from .ops_schemas import OPS_SCHEMAS
+from .ops_schemas import FILE_BODY, OPS_SCHEMAS
 
 if TYPE_CHECKING:
     from .routes import Route
@@ -199,12 +199,7 @@ SCHEMAS: Final[dict[str, Any]] = {
         "properties": {
             "as": {"type": "string", "description": "The mocked contact's name."},
             "text": {"type": "string", "maxLength": 20000},
-            "file": {
-                "type": "object",
-                "required": ["name", "base64"],
-                "additionalProperties": False,
-                "properties": {"name": {"type": "string"}, "base64": {"type": "string"}},
-            },
+            "file": FILE_BODY,
             "room": {"type": "string", "description": "Say it in this room (by topic)."},
             "mention": {**_FLAG, "description": "In a room: @-mention the bot."},
             "bot": {"type": "string", "description": "Needed when several bots are connected."},
@@ -314,12 +309,7 @@ SCHEMAS: Final[dict[str, Any]] = {
                 "else contact.",
             },
             "text": {"type": "string", "maxLength": 20000},
-            "file": {
-                "type": "object",
-                "required": ["name", "base64"],
-                "additionalProperties": False,
-                "properties": {"name": {"type": "string"}, "base64": {"type": "string"}},
-            },
+            "file": FILE_BODY,
             "bot": {"type": "string", "description": "Needed when several bots are connected."},
         },
     },

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-__all__ = ["OPS_SCHEMAS"]
+__all__ = ["FILE_BODY", "OPS_SCHEMAS"]
 
 _STRING_OR_NULL: Final = {"type": ["string", "null"]}
 _NUMBER_OR_NULL: Final = {"type": ["number", "null"]}
+#: a file in a JSON body, as every route that sends one takes it
+FILE_BODY: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["name", "base64"],
+    "additionalProperties": False,
+    "properties": {"name": {"type": "string"}, "base64": {"type": "string"}},
+}
 
 OPS_SCHEMAS: Final[dict[str, Any]] = {
     "OutboxMessage": {
@@ -41,12 +48,7 @@ OPS_SCHEMAS: Final[dict[str, Any]] = {
         "properties": {
             "to": {"type": "string", "description": "A contact id (or a room id)."},
             "text": {"type": "string", "maxLength": 20000},
-            "file": {
-                "type": "object",
-                "required": ["name", "base64"],
-                "additionalProperties": False,
-                "properties": {"name": {"type": "string"}, "base64": {"type": "string"}},
-            },
+            "file": FILE_BODY,
             "kind": {"type": "string", "enum": ["contact", "room"]},
             "bot": {"type": "string"},
             "expires_s": {"type": "number", "exclusiveMinimum": 0},
