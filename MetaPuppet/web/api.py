@@ -31,7 +31,7 @@ from .errors import WebError
 from .filters import EventFilter
 from .openapi import build
 from .ops_api import OPS_ROUTES, install_metrics
-from .routes import Handler, Route
+from .routes import Handler, Route, json_response, schema_ref
 
 if TYPE_CHECKING:
     from .hub import WebHub
@@ -82,12 +82,8 @@ BOT_ERRORS: Final = (
 )
 
 
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
-
-
 def error_response(exc: WebError) -> web.Response:
-    response = _json(exc.envelope(), status=exc.status)
+    response = json_response(exc.envelope(), status=exc.status)
     if exc.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="MetaPuppet"'
     return response
@@ -132,7 +128,7 @@ async def health(hub: WebHub, request: web.Request) -> web.StreamResponse:
     from .. import __version__
 
     grant = request[GRANT]
-    return _json(
+    return json_response(
         {
             "status": "ok",
             "version": __version__,
@@ -149,29 +145,29 @@ async def session(hub: WebHub, request: web.Request) -> web.StreamResponse:
     _query(request, ())
     grant = request.get(GRANT)
     if grant is None:
-        return _json({"authenticated": False, "permissions": []})
-    return _json({"authenticated": True, "permissions": describe(grant.permissions)})
+        return json_response({"authenticated": False, "permissions": []})
+    return json_response({"authenticated": True, "permissions": describe(grant.permissions)})
 
 
 async def list_bots(hub: WebHub, request: web.Request) -> web.StreamResponse:
     _query(request, ())
-    return _json({"bots": hub.bots()})
+    return json_response({"bots": hub.bots()})
 
 
 async def list_contacts(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, ("bot", "q"))
-    return _json(await run_action(hub.host, "list_contacts", _lookup_params(query)))
+    return json_response(await run_action(hub.host, "list_contacts", _lookup_params(query)))
 
 
 async def list_rooms(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, ("bot", "q"))
-    return _json(await run_action(hub.host, "list_rooms", _lookup_params(query)))
+    return json_response(await run_action(hub.host, "list_rooms", _lookup_params(query)))
 
 
 async def list_room_members(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, ("bot",))
     params = {"room": request.match_info["room"], **_lookup_params(query)}
-    return _json(await run_action(hub.host, "room_members", params))
+    return json_response(await run_action(hub.host, "room_members", params))
 
 
 async def send(hub: WebHub, request: web.Request) -> web.StreamResponse:
@@ -180,7 +176,7 @@ async def send(hub: WebHub, request: web.Request) -> web.StreamResponse:
     has_text, has_file = "text" in body, "file" in body
     if has_text == has_file:
         raise WebError("invalid_request", "give exactly one of 'text' and 'file'")
-    return _json(await run_action(hub.host, "send_text" if has_text else "send_file", body))
+    return json_response(await run_action(hub.host, "send_text" if has_text else "send_file", body))
 
 
 async def accept_friendship(hub: WebHub, request: web.Request) -> web.StreamResponse:
@@ -189,19 +185,19 @@ async def accept_friendship(hub: WebHub, request: web.Request) -> web.StreamResp
     params = {**body, "id": request.match_info["friendship"]}
     if set(body) - {"bot"}:
         raise WebError("invalid_request", "the body may only hold 'bot'")
-    return _json(await run_action(hub.host, "accept_friendship", params))
+    return json_response(await run_action(hub.host, "accept_friendship", params))
 
 
 async def list_clients(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, ("all",))
     if query.get("all", "0") not in ("0", "1"):
         raise WebError("invalid_request", "'all' must be 0 or 1")
-    return _json({"clients": hub.host.list_clients(only_online=query.get("all") != "1")})
+    return json_response({"clients": hub.host.list_clients(only_online=query.get("all") != "1")})
 
 
 async def list_dialogs(hub: WebHub, request: web.Request) -> web.StreamResponse:
     _query(request, ())
-    return _json({"dialogs": await hub.dialogs()})
+    return json_response({"dialogs": await hub.dialogs()})
 
 
 _FILTER_QUERY: Final = ("bot", "event", "room", "contact")
@@ -210,7 +206,7 @@ _FILTER_QUERY: Final = ("bot", "event", "room", "contact")
 async def list_events(hub: WebHub, request: web.Request) -> web.StreamResponse:
     query = _query(request, (*_FILTER_QUERY, "limit"))
     event_filter = EventFilter.from_query(query)
-    return _json({"events": hub.recent_events(event_filter, _limit(query.get("limit")))})
+    return json_response({"events": hub.recent_events(event_filter, _limit(query.get("limit")))})
 
 
 def _sse(kind: str, data: Any) -> bytes:
@@ -254,18 +250,14 @@ async def openapi(hub: WebHub, request: web.Request) -> web.StreamResponse:
     _query(request, ())
     from .. import __version__
 
-    return _json(build(ROUTES, __version__))
-
-
-def _schema(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return json_response(build(ROUTES, __version__))
 
 
 def _list(key: str, item: str) -> dict[str, Any]:
     return {
         "type": "object",
         "required": [key],
-        "properties": {key: {"type": "array", "items": _schema(item)}},
+        "properties": {key: {"type": "array", "items": schema_ref(item)}},
     }
 
 
@@ -278,7 +270,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         "server",
         None,
         health,
-        response_schema=_schema("Health"),
+        response_schema=schema_ref("Health"),
         errors=(*AUTH_ERRORS, "invalid_request"),
     ),
     Route(
@@ -356,7 +348,7 @@ ROUTES: Final[tuple[Route, ...]] = (
         PERM_SEND,
         send,
         request_schema="SendRequest",
-        response_schema=_schema("SendResult"),
+        response_schema=schema_ref("SendResult"),
         errors=(
             *AUTH_ERRORS,
             "permission_denied",

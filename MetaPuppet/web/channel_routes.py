@@ -7,7 +7,6 @@ them like every other route.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import web
@@ -16,7 +15,7 @@ from .auth import PERM_READ, PERM_SEND
 from .body import read_json_body
 from .console import mock_friend, mock_say
 from .errors import WebError
-from .routes import Route
+from .routes import Route, json_response, schema_ref
 
 if TYPE_CHECKING:
     from .hub import WebHub
@@ -24,7 +23,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CHANNEL_ROUTES",
     "get_budget",
-    "json_response",
     "list_budgets",
     "mock_friend_route",
     "mock_say_route",
@@ -41,10 +39,6 @@ _BOT: Final = (
     "not_supported",
     "cluster_unavailable",
 )
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
 
 
 def no_query(request: web.Request) -> None:
@@ -94,10 +88,6 @@ async def mock_friend_route(hub: WebHub, request: web.Request) -> web.StreamResp
     return json_response(await mock_friend(hub.host, await read_object(hub, request)))
 
 
-def _schema(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
 CHANNEL_ROUTES: Final[tuple[Route, ...]] = (
     Route(
         "GET",
@@ -108,7 +98,7 @@ CHANNEL_ROUTES: Final[tuple[Route, ...]] = (
         "bots",
         PERM_READ,
         get_budget,
-        response_schema=_schema("BudgetAnswer"),
+        response_schema=schema_ref("BudgetAnswer"),
         errors=(*_AUTH, "invalid_request", "not_found"),
     ),
     Route(
@@ -121,7 +111,7 @@ CHANNEL_ROUTES: Final[tuple[Route, ...]] = (
         "bots",
         PERM_READ,
         list_budgets,
-        response_schema=_schema("BudgetList"),
+        response_schema=schema_ref("BudgetList"),
         errors=(*_AUTH, "invalid_request", "not_found"),
     ),
     Route(
@@ -134,7 +124,7 @@ CHANNEL_ROUTES: Final[tuple[Route, ...]] = (
         PERM_SEND,
         mock_say_route,
         request_schema="MockSayRequest",
-        response_schema=_schema("MockSayResult"),
+        response_schema=schema_ref("MockSayResult"),
         errors=(*_AUTH, "invalid_json", "invalid_request", "payload_too_large", *_BOT),
     ),
     Route(
@@ -147,7 +137,7 @@ CHANNEL_ROUTES: Final[tuple[Route, ...]] = (
         PERM_SEND,
         mock_friend_route,
         request_schema="MockFriendRequest",
-        response_schema=_schema("MockFriendResult"),
+        response_schema=schema_ref("MockFriendResult"),
         errors=(*_AUTH, "invalid_json", "invalid_request", *_BOT),
     ),
 )

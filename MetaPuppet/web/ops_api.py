@@ -6,7 +6,6 @@ OpenAPI document lists them); ``/metrics`` lives outside ``/api`` where scrapers
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from typing import TYPE_CHECKING, Any, Final
 
@@ -26,7 +25,7 @@ from .actions import (
 from .auth import PERM_READ, PERM_SEND
 from .body import read_json_body
 from .errors import WebError
-from .routes import Route
+from .routes import Route, json_response
 
 if TYPE_CHECKING:
     from .hub import WebHub
@@ -37,10 +36,6 @@ log = logging.getLogger("MetaPuppet.web")
 
 _AUTH: Final = ("auth_required", "invalid_token", "permission_denied", "invalid_request")
 OUTBOX_QUERY: Final = ("bot", "contact", "state", "limit")
-
-
-def _json(data: Any) -> web.Response:
-    return web.json_response(data, dumps=lambda d: json.dumps(d, ensure_ascii=False))
 
 
 def _query(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
@@ -68,7 +63,7 @@ async def list_outbox(hub: WebHub, request: web.Request) -> web.StreamResponse:
     records = outbox.messages(
         bot=query.get("bot"), contact=query.get("contact"), state=state, limit=limit
     )
-    return _json({"messages": [r.to_dict() for r in records], "counts": outbox.counts()})
+    return json_response({"messages": [r.to_dict() for r in records], "counts": outbox.counts()})
 
 
 async def get_outbox_message(hub: WebHub, request: web.Request) -> web.StreamResponse:
@@ -76,7 +71,7 @@ async def get_outbox_message(hub: WebHub, request: web.Request) -> web.StreamRes
     record = hub.host.ops.outbox.status(request.match_info["message"])
     if record is None:
         raise WebError("not_found", "no proactive message with this id (or it was forgotten)")
-    return _json(record.to_dict())
+    return json_response(record.to_dict())
 
 
 async def send_later(hub: WebHub, request: web.Request) -> web.StreamResponse:
@@ -113,25 +108,25 @@ async def send_later(hub: WebHub, request: web.Request) -> web.StreamResponse:
         raise translate(exc) from None
     except (TypeError, ValueError) as exc:
         raise WebError("invalid_request", str(exc)) from None
-    return _json(record.to_dict())
+    return json_response(record.to_dict())
 
 
 async def list_jobs(hub: WebHub, request: web.Request) -> web.StreamResponse:
     _query(request, ())
     ops = hub.host.ops
-    return _json({"jobs": ops.jobs(), "runs": ops.runs()[-50:]})
+    return json_response({"jobs": ops.jobs(), "runs": ops.runs()[-50:]})
 
 
 async def list_plugins(hub: WebHub, request: web.Request) -> web.StreamResponse:
     _query(request, ())
     plugins = hub.host.ops.plugins
-    return _json({"plugins": plugins.summary(), "panels": await plugins.panels()})
+    return json_response({"plugins": plugins.summary(), "panels": await plugins.panels()})
 
 
 async def get_stats(hub: WebHub, request: web.Request) -> web.StreamResponse:
     _query(request, ())
     ops = hub.host.ops
-    return _json(
+    return json_response(
         {
             "per_minute": ops.metrics.per_minute(),
             "proactive": ops.outbox.counts(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -11,7 +12,7 @@ from aiohttp import web
 if TYPE_CHECKING:
     from .hub import WebHub
 
-__all__ = ["Handler", "Route"]
+__all__ = ["Handler", "Route", "json_response", "schema_ref"]
 
 Handler = Callable[["WebHub", web.Request], Awaitable[web.StreamResponse]]
 
@@ -36,3 +37,13 @@ class Route:
     @property
     def path_params(self) -> list[str]:
         return [part[1:-1] for part in self.path.split("/") if part.startswith("{")]
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """JSON as every route writes it: UTF-8 text, not ``\\u`` escapes."""
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, ensure_ascii=False))
+
+
+def schema_ref(name: str) -> dict[str, str]:
+    """A reference to one of the OpenAPI document's component schemas."""
+    return {"$ref": f"#/components/schemas/{name}"}
